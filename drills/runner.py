@@ -1,0 +1,552 @@
+"""The runner: one playbook against one environment, every step timed, verified and journaled.
+
+The order of a run:
+
+1. refuse what must not run (protected environment, unknown override, busy environment);
+2. journal ``run_started``, then snapshot who is primary now (``roles``);
+3. preconditions gate the run: if one does not hold, nothing is changed and the run is aborted;
+4. start the canary writer and the write probe, if the playbook measures them;
+5. each step: the action (with retries), then its checks polled until they hold or the deadline
+   passes; a failure applies the step's policy (abort, continue, rollback);
+6. rollback steps, in reverse order, when a step's policy asks for it; a rolled-back run fails;
+7. stop the writers and measure; evaluate the objectives; journal ``run_ended``; write the record.
+
+Each decision is one sentence, logged once and kept in the record's ``reason``.
+
+``invoke`` wraps each step: the Prefect flow passes one that makes each step a task run named after
+the step; tests and the benchmark's baseline call steps directly.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import secrets
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import drills
+from drills import canary
+from drills.actions import ACTIONS
+from drills.clock import Clock, Stamp
+from drills.environment import Environment
+from drills.errors import DrillError, InputError, RefusedError
+from drills.home import subdir
+from drills.journal import Journal, read_journal
+from drills.loader import LoadedPlaybook, load_playbook, resolve_environment, resolve_playbook
+from drills.lock import EnvironmentLock
+from drills.playbook import Mode, OnFailure, Step
+from drills.record import (
+    Measurements,
+    Milestone,
+    ObjectiveResult,
+    Record,
+    StepOffsets,
+    StepRecord,
+    build_record,
+    evaluate_objectives,
+)
+from drills.store import RecordStore
+from drills.targets import RoleMap, Targets, discover_roles, required_roles_problem
+from verify.registry import run_check
+from verify.result import CheckResult
+
+log = logging.getLogger("drctl")
+OUTPUT_EXCERPT = 2000
+PRECONDITION_WITHIN = 3.0
+
+
+class RunRequest(BaseModel):
+    """What to run, where, how, and on whose word. The Prefect UI renders it as a form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    playbook: str = Field(description="Playbook file, or the name of a shipped playbook.")
+    environment: str = Field(description="Environment name (e.g. lab) or file.")
+    mode: Literal["drill", "real"] = Field(
+        default="drill", description="drill: may touch unprotected environments only."
+    )
+    operator: str = Field(default_factory=getpass.getuser, description="Who runs it.")
+    ticket: str | None = Field(default=None, description="Change or incident ticket.")
+    overrides: list[str] = Field(
+        default_factory=list, description="Overrides the playbook offers, given explicitly."
+    )
+
+
+StepFn = Callable[[], StepRecord]
+Invoker = Callable[[str, StepFn], StepRecord]
+
+
+def direct(step_id: str, fn: StepFn) -> StepRecord:
+    return fn()
+
+
+class Progress(Protocol):
+    def started(self, run_id: str, loaded: LoadedPlaybook, env: Environment) -> None: ...
+    def roles(self, role_map: RoleMap) -> None: ...
+    def preconditions(self, checks: list[CheckResult]) -> None: ...
+    def step_started(self, step: Step, node: str, phase: str) -> None: ...
+    def step_ended(self, record: StepRecord) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+class SilentProgress:
+    def started(self, run_id: str, loaded: LoadedPlaybook, env: Environment) -> None:
+        pass
+
+    def roles(self, role_map: RoleMap) -> None:
+        pass
+
+    def preconditions(self, checks: list[CheckResult]) -> None:
+        pass
+
+    def step_started(self, step: Step, node: str, phase: str) -> None:
+        pass
+
+    def step_ended(self, record: StepRecord) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+def new_run_id(playbook: str, environment: str, now: float) -> str:
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{playbook}-{environment}-{secrets.token_hex(2)}"
+
+
+def environment_snapshot(env: Environment) -> dict[str, Any]:
+    """What the record keeps of the environment: names and addresses, never secrets."""
+    return {
+        "name": env.name,
+        "protected": env.protected,
+        "nodes": {
+            name: {
+                "role": node.role,
+                "host": node.host,
+                "port": node.port,
+                "executor": node.executor,
+            }
+            for name, node in env.nodes.items()
+        },
+    }
+
+
+def check_request(loaded: LoadedPlaybook, env: Environment, request: RunRequest) -> None:
+    """Refuse, before anything starts, what this request must not do."""
+    problem = required_roles_problem(env, loaded.playbook.roles)
+    if problem:
+        raise InputError(problem)
+    offered = {s.override for s in loaded.playbook.steps if s.override}
+    unknown = [o for o in request.overrides if o not in offered]
+    if unknown:
+        raise InputError(
+            f"override {', '.join(unknown)} is not offered by playbook {loaded.playbook.name} "
+            f"(it offers: {', '.join(sorted(offered)) or 'none'})"
+        )
+    if env.protected and request.mode == "drill":
+        raise RefusedError(
+            f"environment {env.name!r} is protected: drills may not touch it "
+            "(a real run with an approval is the only way)"
+        )
+    if env.protected and request.mode == "real":
+        raise RefusedError(
+            f"environment {env.name!r} is protected: a real run needs an approval, "
+            "which this version cannot take yet"
+        )
+
+
+class Runner:
+    def __init__(
+        self,
+        request: RunRequest,
+        *,
+        invoke: Invoker = direct,
+        progress: Progress | None = None,
+        orchestrator: dict[str, Any] | None = None,
+        store: RecordStore | None = None,
+    ) -> None:
+        self.request = request
+        self.loaded = load_playbook(resolve_playbook(request.playbook))
+        self.playbook = self.loaded.playbook
+        self.env = resolve_environment(request.environment)
+        check_request(self.loaded, self.env, request)
+        self.invoke = invoke
+        self.progress: Progress = progress or SilentProgress()
+        self.orchestrator = orchestrator or {}
+        self.store = store or RecordStore(subdir("records"), subdir("locks"))
+        self.clock = Clock()
+        self.run_id = new_run_id(self.playbook.name, self.env.name, self.clock.started_wall)
+        self.milestones: list[Milestone] = []
+        self.journal: Journal | None = None
+        self.targets: Targets | None = None
+
+    # -- journal -----------------------------------------------------------------------------
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        assert self.journal is not None
+        stamp = self.clock.now()
+        self.journal.append({"event": kind, "at": stamp.at, "offset": stamp.offset, **fields})
+
+    def _decide(self, sentence: str) -> str:
+        log.info(sentence)
+        return sentence
+
+    def _mark(self, name: str, stamp: Stamp, step: str | None) -> None:
+        milestone = Milestone(name=name, at=stamp.at, offset=stamp.offset, step=step)
+        self.milestones.append(milestone)
+        self._event("milestone", milestone=milestone.model_dump())
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self) -> Record:
+        lock = EnvironmentLock(subdir("locks"), self.env.name)
+        lock.acquire(self.run_id, self.clock.started_wall)
+        self.journal = Journal(self.store.journal_path(self.run_id))
+        writers: tuple[canary.CanaryWriter | None, canary.WriteProbe | None] = (None, None)
+        try:
+            self._start()
+            try:
+                role_map = discover_roles(self.env, self.playbook.roles)
+            except DrillError as exc:
+                return self._end("aborted", self._decide(f"roles could not be resolved: {exc}"))
+            self._event(
+                "roles", roles=role_map.roles, observed=role_map.observed, notes=role_map.notes
+            )
+            self.progress.roles(role_map)
+            self.targets = Targets(self.env, role_map.roles)
+            gate = self._preconditions()
+            if gate is not None:
+                return self._end("aborted", gate)
+            writers = self._start_writers(role_map)
+            status, reason, rolled_back = self._steps()
+            measurements = self._stop_writers(*writers)
+            writers = (None, None)
+            self._event("measurements", measurements=measurements.model_dump())
+            objectives = evaluate_objectives(
+                self.playbook.objectives, self.milestones, measurements
+            )
+            if status == "passed":
+                missed = [o for o in objectives if not o.met]
+                if missed:
+                    status = "failed"
+                    reason = self._decide(_missed_sentence(missed))
+            return self._end(status, reason, rolled_back=rolled_back)
+        except KeyboardInterrupt:
+            self._end("interrupted", self._decide("interrupted by the operator"))
+            raise
+        except BaseException as exc:
+            log.exception("drctl internal error")
+            self._event("note", text="".join(traceback.format_exception_only(exc)).strip())
+            self._end("failed", self._decide(f"drctl internal error: {exc!r}"))
+            raise
+        finally:
+            for writer in writers:
+                if writer is not None:
+                    writer.stop()
+            if self.journal is not None:
+                self.journal.close()
+            lock.release()
+
+    def _start(self) -> None:
+        pb = self.playbook
+        self._event(
+            "run_started",
+            run_id=self.run_id,
+            mode=self.request.mode,
+            playbook={
+                "name": pb.name,
+                "version": pb.version,
+                "kind": pb.kind.value,
+                "title": pb.title.model_dump(),
+                "sha256": self.loaded.sha256,
+                "path": self.loaded.path,
+            },
+            environment=environment_snapshot(self.env),
+            request=self.request.model_dump(),
+            objectives={k: v.model_dump(by_alias=True) for k, v in pb.objectives.items()},
+            orchestrator={
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "drctl": drills.__version__,
+                **self.orchestrator,
+            },
+        )
+        self._mark("run_started", Stamp(self.clock.now().at, 0.0), None)
+        self.progress.started(self.run_id, self.loaded, self.env)
+
+    def _preconditions(self) -> str | None:
+        assert self.targets is not None
+        deadline = time.monotonic() + PRECONDITION_WITHIN
+        while True:
+            results = [
+                run_check(c.check, c.target or "", c.with_, self.targets, self.clock)
+                for c in self.playbook.preconditions
+            ]
+            if all(r.held for r in results) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self._event("preconditions", checks=[r.model_dump() for r in results])
+        self.progress.preconditions(results)
+        failed = [r for r in results if not r.held]
+        if failed:
+            first = failed[0]
+            return self._decide(
+                f"precondition {first.check} on {first.node} did not hold "
+                f"(observed {first.observed!r}, expected {first.expected}"
+                f"{'; ' + first.detail if first.detail else ''}); nothing was changed"
+            )
+        return None
+
+    def _steps(self) -> tuple[Literal["passed", "failed", "aborted"], str, bool]:
+        started: set[str] = set()
+        failures: list[StepRecord] = []
+        for step in self.playbook.steps:
+            record = self._run_step(step, "main")
+            if record.status != "skipped":
+                started.add(step.id)
+            if record.status != "failed":
+                continue
+            failures.append(record)
+            why = record.reason or record.error or "failed"
+            if step.on_failure == OnFailure.continue_:
+                self._decide(f"step {step.id} failed ({why}); continuing as the playbook says")
+                continue
+            if step.on_failure == OnFailure.rollback:
+                self._decide(f"step {step.id} failed ({why}); rolling back")
+                self._rollback(started)
+                return "failed", f"step {step.id} failed ({why}); the drill was rolled back", True
+            return (
+                "aborted",
+                self._decide(f"step {step.id} failed ({why}); aborted, later steps not run"),
+                False,
+            )
+        if failures:
+            ids = ", ".join(f.id for f in failures)
+            return "failed", self._decide(f"steps {ids} failed; the others ran"), False
+        return "passed", self._decide("every step passed its checks"), False
+
+    def _rollback(self, started: set[str]) -> None:
+        for step in reversed(self.playbook.rollback):
+            if step.undoes is not None and step.undoes not in started:
+                continue
+            self._run_step(step, "rollback")
+
+    def _run_step(self, step: Step, phase: Literal["main", "rollback"]) -> StepRecord:
+        assert self.targets is not None
+        node = self.targets.roles.get(step.target, "?")
+        self.progress.step_started(step, node, phase)
+        if Mode(self.request.mode) not in step.modes:
+            now = self.clock.now()
+            only = " and ".join(m.value for m in step.modes)
+            record = StepRecord(
+                id=step.id,
+                phase=phase,
+                title=step.title.model_dump() if step.title else None,
+                action=step.action,
+                target=step.target,
+                node=node,
+                status="skipped",
+                attempts=0,
+                started_at=now.at,
+                ended_at=now.at,
+                offsets=StepOffsets(started=now.offset, ended=now.offset),
+                duration_seconds=0.0,
+                reason=f"runs only in {only} mode",
+            )
+        else:
+            record = self.invoke(step.id, lambda: self._execute(step, phase, node))
+        self._event("step", step=record.model_dump())
+        for name, when in self._milestones_of(step, record):
+            self._mark(name, when, step.id)
+        self.progress.step_ended(record)
+        return record
+
+    def _milestones_of(self, step: Step, record: StepRecord) -> list[tuple[str, Stamp]]:
+        if step.milestone is None or record.status == "skipped":
+            return []
+        if step.milestone_at == "started":
+            return [(step.milestone, Stamp(record.started_at, record.offsets.started))]
+        if record.status == "failed":
+            return []
+        at = getattr(record, f"{step.milestone_at}_at") or record.ended_at
+        offset = getattr(record.offsets, step.milestone_at)
+        return [(step.milestone, Stamp(at, record.offsets.ended if offset is None else offset))]
+
+    def _execute(self, step: Step, phase: Literal["main", "rollback"], node: str) -> StepRecord:
+        """One step: the action with its retries, then its checks until they hold."""
+        assert self.targets is not None
+        spec = ACTIONS[step.action]
+        params = spec.params.model_validate(step.with_)
+        started = self.clock.now()
+        attempts, output, error = 0, "", None
+        while True:
+            attempts += 1
+            try:
+                output = spec.run(self.targets, step.target, params, step.timeout).output
+                error = None
+                break
+            except DrillError as exc:
+                error = str(exc) if exc.host else f"{node}: {exc}"
+                if attempts > step.retries:
+                    break
+                time.sleep(step.retry_delay)
+        returned = self.clock.now()
+        checks: list[CheckResult] = []
+        converged: Stamp | None = None
+        if error is None:
+            deadline = time.monotonic() + step.within
+            while True:
+                checks = [
+                    run_check(c.check, c.target or step.target, c.with_, self.targets, self.clock)
+                    for c in step.verify
+                ]
+                if all(c.held for c in checks):
+                    converged = self.clock.now() if step.verify else returned
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(step.poll)
+        ended = self.clock.now()
+        status: Literal["passed", "failed", "overridden"] = "passed"
+        reason = ""
+        if error is not None:
+            status, reason = "failed", f"action failed after {attempts} attempt(s): {error}"
+        elif converged is None:
+            bad = next(c for c in checks if not c.held)
+            reason = (
+                f"{bad.check} on {bad.node} did not hold within {step.within:g}s "
+                f"(observed {bad.observed!r}, expected {bad.expected})"
+            )
+            status = "failed"
+            if step.override and step.override in self.request.overrides:
+                status = "overridden"
+                reason = self._decide(
+                    f"{reason}; went on under override {step.override}, given by "
+                    f"{self.request.operator}"
+                )
+        return StepRecord(
+            id=step.id,
+            phase=phase,
+            title=step.title.model_dump() if step.title else None,
+            action=step.action,
+            target=step.target,
+            node=node,
+            status=status,
+            attempts=attempts,
+            started_at=started.at,
+            returned_at=returned.at,
+            converged_at=converged.at if converged else None,
+            ended_at=ended.at,
+            offsets=StepOffsets(
+                started=started.offset,
+                returned=returned.offset,
+                converged=converged.offset if converged else None,
+                ended=ended.offset,
+            ),
+            duration_seconds=round(ended.offset - started.offset, 6),
+            output=output[-OUTPUT_EXCERPT:],
+            error=error,
+            checks=checks,
+            milestone=step.milestone,
+            override=step.override if status == "overridden" else None,
+            reason=reason,
+        )
+
+    # -- measurements ------------------------------------------------------------------------
+
+    def _start_writers(
+        self, role_map: RoleMap
+    ) -> tuple[canary.CanaryWriter | None, canary.WriteProbe | None]:
+        m = self.playbook.measurements
+        if not (m.canary or m.write_probe):
+            return None, None
+        nodes = [role_map.roles[r] for r in m.writer_roles if r in role_map.roles]
+        dsn, ports = canary.writer_dsn(self.env, nodes)
+        canary.prepare(dsn)
+        writer = (
+            canary.CanaryWriter(dsn, ports, self.run_id, self.clock, m.canary_interval)
+            if m.canary
+            else None
+        )
+        probe = (
+            canary.WriteProbe(dsn, ports, self.run_id, self.clock, m.write_probe_interval)
+            if m.write_probe
+            else None
+        )
+        for thread in (writer, probe):
+            if thread is not None:
+                thread.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+            t is not None and not t.log.acks for t in (writer, probe)
+        ):
+            time.sleep(0.01)
+        return writer, probe
+
+    def _stop_writers(
+        self, writer: canary.CanaryWriter | None, probe: canary.WriteProbe | None
+    ) -> Measurements:
+        if writer is None and probe is None:
+            return Measurements()
+        steps_done = self.clock.now().offset
+        deadline = time.monotonic() + self.playbook.measurements.settle
+        watched = probe or writer
+        assert watched is not None
+        while time.monotonic() < deadline and not any(
+            a.offset > steps_done for a in watched.log.acks[-3:]
+        ):
+            time.sleep(0.01)
+        for thread in (writer, probe):
+            if thread is not None:
+                thread.stop()
+        stopped = self.clock.now().offset
+        outage = canary.analyse_write_outage(probe.log, stopped) if probe else None
+        canary_result = None
+        if writer is not None:
+            nodes = list(self.targets.roles.values()) if self.targets else []
+            dsn, ports = canary.writer_dsn(self.env, nodes)
+            try:
+                present, port = canary.surviving_seqs(dsn, self.run_id)
+                checked_on: str | None = ports.get(int(port), port) if port.isdigit() else port
+            except Exception as exc:
+                log.warning("canaries could not be read back: %s", exc)
+                present, checked_on = None, None
+            canary_result = canary.analyse_canary(writer.log, present, checked_on)
+        return Measurements(
+            write_outage_seconds=outage.seconds if outage else None,
+            lost_writes=canary_result.lost
+            if canary_result is not None and canary_result.rpo_seconds is not None
+            else None,
+            rpo_seconds=canary_result.rpo_seconds if canary_result else None,
+            write_probe=outage,
+            canary=canary_result,
+        )
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def _end(self, status: str, reason: str, *, rolled_back: bool = False) -> Record:
+        self._event("run_ended", status=status, reason=reason, rolled_back=rolled_back)
+        assert self.journal is not None
+        record = build_record(read_journal(self.store.journal_path(self.run_id)))
+        self.store.write(record)
+        return record
+
+
+def _missed_sentence(missed: list[ObjectiveResult]) -> str:
+    parts = []
+    for o in missed:
+        measured = "not measured" if o.measured_seconds is None else f"{o.measured_seconds:g}s"
+        parts.append(f"{o.name} {measured} against a target of {o.target_seconds:g}s")
+    return "objectives missed: " + "; ".join(parts)
+
+
+def run_playbook(request: RunRequest, **kwargs: Any) -> Record:
+    return Runner(request, **kwargs).run()
