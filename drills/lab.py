@@ -31,6 +31,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,7 +159,7 @@ class Lab:
     """The lab kept under ``home`` (``DRCTL_HOME``)."""
 
     def __init__(self, home: Path, *, pg_bin: str | None = None) -> None:
-        self.home = Path(home)
+        self.home = Path(home).absolute()
         self.pg_bin = pg_bin
         self.lab_dir = self.home / "lab"
         self.state_file = self.lab_dir / "lab.json"
@@ -168,7 +169,8 @@ class Lab:
     # ------------------------------------------------------------------ public
 
     def exists(self) -> bool:
-        return self.state_file.exists()
+        with _lab_errors(f"cannot look for the lab state {self.state_file}"):
+            return self.state_file.exists()
 
     def nodes(self) -> list[LabNode]:
         """The lab's nodes as configured. LabError when there is no lab."""
@@ -176,14 +178,22 @@ class Lab:
 
     def status(self) -> list[NodeStatus]:
         state = self._load_state()
-        return [self._node_status(node) for node in state.nodes]
+        with _lab_errors("lab status failed"):
+            return [self._node_status(node) for node in state.nodes]
 
     def up(self, *, primary_port: int | None = None, standby_port: int | None = None) -> UpResult:
-        if self.exists():
-            return self._up_existing(primary_port, standby_port)
-        return self._create(primary_port, standby_port)
+        with _lab_errors("lab up failed"):
+            if self.exists():
+                return self._up_existing(primary_port, standby_port)
+            return self._create(primary_port, standby_port)
 
     def down(self) -> DownResult:
+        with _lab_errors("lab down failed"):
+            return self._down()
+
+    # ------------------------------------------------------------------ down
+
+    def _down(self) -> DownResult:
         if not self.exists():
             return DownResult(had_lab=False, stopped=[], messages=["there is no lab"])
         state = self._load_state(lenient=True)
@@ -552,6 +562,13 @@ class Lab:
         self._run(
             [*argv, "-w", "-t", str(START_TIMEOUT), "start"], user, timeout=START_TIMEOUT + 30
         )
+        # pg_ctl exits 0 when a standby's postmaster fails at once ("server shut down because
+        # of recovery target settings"): make sure the server is really there.
+        if _running_pid(node.data_dir) is None:
+            raise LabError(
+                f"{node.name} (port {node.port}) stopped right after `pg_ctl start`: "
+                f"see {node.log_file}"
+            )
 
     def _stop_node(self, node: LabNode, state: _State) -> int | None:
         """Stop one server and wait until all its processes are gone. Returns its pid, if it ran."""
@@ -681,6 +698,10 @@ class Lab:
                 )
                 for item in data["nodes"]
             ]
+            for node in nodes:  # down deletes these: never anything outside the lab
+                for path in (node.data_dir, node.log_file):
+                    if path.parent != self.lab_dir:
+                        raise ValueError(f"{path} is not in {self.lab_dir}")
             return _State(
                 pg_bin=Path(data["pg_bin"]) if data.get("pg_bin") else None,
                 os_user=data.get("os_user"),
@@ -702,6 +723,20 @@ class Lab:
                 for name, role in ((PRIMARY, "primary"), (STANDBY, "standby"))
             ],
         )
+
+
+# ---------------------------------------------------------------------- errors
+
+
+@contextlib.contextmanager
+def _lab_errors(action: str) -> Iterator[None]:
+    """Turn what escaped the detailed handling (an OSError, an executor error) into LabError."""
+    try:
+        yield
+    except LabError:
+        raise
+    except (DrillError, OSError) as exc:
+        raise LabError(f"{action}: {_describe(exc)}") from exc
 
 
 # ---------------------------------------------------------------------- configuration
@@ -955,7 +990,7 @@ def _owner(user: str | None) -> tuple[int, int] | None:
 
 
 def _make_dir(path: Path, user: str | None) -> None:
-    path.mkdir(mode=0o700)
+    path.mkdir(mode=0o700, exist_ok=True)  # an empty leftover is fine
     owner = _owner(user)
     if owner:
         os.chown(path, *owner)

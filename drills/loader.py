@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import resources
+import importlib.util
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -164,7 +164,12 @@ def load_environment_file(path: Path) -> Environment:
 
 def bundled_playbooks() -> Path:
     """The playbooks shipped with drctl (the repository's ``playbooks/`` folder)."""
-    return Path(str(resources.files("playbooks")))
+    spec = importlib.util.find_spec("playbooks")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        if any(Path(location).glob("*.yaml")):
+            return Path(location)
+    raise InputError("the shipped playbooks are missing: reinstall drctl")
 
 
 def resolve_playbook(ref: str) -> Path:

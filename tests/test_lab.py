@@ -146,6 +146,16 @@ def test_up_starts_a_stopped_lab_again(lab: Lab) -> None:
         cwd="/",
     )
     assert {node.name: node.role for node in lab.status()}["pg2"] == "down"
+
+    # While something else holds its port, pg2 cannot start: up says to run `drctl lab down`.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.0.1", standby.port))
+        held.listen(1)
+        with pytest.raises(LabError, match="drctl lab down") as raised:
+            lab.up()
+    assert f"pg2 on 127.0.0.1:{standby.port}" in str(raised.value)
+
     result = lab.up()
     assert not result.created
     assert any(message.startswith("started pg2") for message in result.messages)

@@ -121,15 +121,17 @@ def takes_writes(probe: Probe, role: str, params: NoParams) -> Observation:
     """A real write, committed: a heartbeat row in the drctl schema."""
     name, _ = probe.node(role)
     try:
-        probe.sql(role).query(
-            "create schema if not exists drctl;"
-            " create table if not exists drctl.heartbeat"
-            " (node text primary key, at timestamptz not null);"
-            " insert into drctl.heartbeat values (%s, clock_timestamp())"
-            " on conflict (node) do update set at = excluded.at",
-            (name,),
-            timeout=5,
-        )
+        with probe.sql(role).connect(statement_timeout=5) as conn:
+            conn.execute(
+                "create schema if not exists drctl;"
+                " create table if not exists drctl.heartbeat"
+                " (node text primary key, at timestamptz not null)"
+            )
+            conn.execute(
+                "insert into drctl.heartbeat values (%s, clock_timestamp())"
+                " on conflict (node) do update set at = excluded.at",
+                (name,),
+            )
     except DrillError as exc:
         return Observation(f"write failed: {exc.message}", "a committed write", False)
     return Observation("committed", "a committed write", True)

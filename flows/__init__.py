@@ -1,0 +1,1 @@
+"""Prefect flows: thin; they sequence what ``drills`` and ``verify`` provide."""
