@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drills.errors import DrillError, InputError, Problem, ValidationFailed
@@ -33,7 +34,7 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(records_app, name="records")
 
 console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT = {"passed": 0, "failed": 1, "aborted": 3, "interrupted": 3, "running": 3}
 
@@ -131,7 +132,7 @@ def validate(
             problems += exc.problems
     if problems:
         for problem in problems:
-            err.print(f"[red]{problem}[/]")
+            err.print(f"[red]{escape(str(problem))}[/]")
         err.print(f"{len(problems)} problem(s) in {len({p.file for p in problems})} file(s)")
         raise typer.Exit(2)
 
@@ -411,10 +412,10 @@ def main() -> None:
         app()
     except ValidationFailed as exc:
         for problem in exc.problems:
-            err.print(f"[red]{problem}[/]")
+            err.print(f"[red]{escape(str(problem))}[/]")
         sys.exit(exc.exit_code)
     except DrillError as exc:
-        err.print(f"[red]drctl: {exc}[/]")
+        err.print(f"[red]drctl: {escape(str(exc))}[/]")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("[magenta]interrupted[/]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drills.durations import format_seconds
@@ -45,14 +46,16 @@ class ConsoleProgress:
         mapped = ", ".join(f"{role} = {node}" for role, node in role_map.roles.items())
         self.console.print(f"  roles now: {mapped}")
         for note in role_map.notes:
-            self.console.print(f"  [yellow]{note}[/]")
+            self.console.print(f"  [yellow]{escape(note)}[/]")
 
     def preconditions(self, checks: list[CheckResult]) -> None:
         for check in checks:
             mark = "✔" if check.held else "✘"
             self.console.print(
-                f"  {mark} precondition {check.check} on {check.node}: {check.observed!r}"
-                f" (expected {check.expected})",
+                escape(
+                    f"  {mark} precondition {check.check} on {check.node}: {check.observed!r}"
+                    f" (expected {check.expected})"
+                ),
                 style=None if check.held else "red",
                 highlight=False,
             )
@@ -68,11 +71,11 @@ class ConsoleProgress:
     def step_ended(self, record: StepRecord) -> None:
         line = f"  {styled(record.status)} {record.id} in {format_seconds(record.duration_seconds)}"
         if record.reason:
-            line += f" — {record.reason}"
+            line += f" — {escape(record.reason)}"
         self.console.print(line, highlight=False)
 
     def note(self, text: str) -> None:
-        self.console.print(f"  {text}")
+        self.console.print(f"  {escape(text)}")
 
 
 def steps_table(record: Record) -> Table:
@@ -110,7 +113,7 @@ def objectives_table(record: Record) -> Table:
             format_seconds(o.target_seconds),
             format_seconds(o.measured_seconds),
             "[green]yes[/]" if o.met else "[red]no[/]",
-            o.basis + (f" — {o.note}" if o.note else ""),
+            escape(o.basis + (f" — {o.note}" if o.note else "")),
         )
     return table
 
@@ -138,7 +141,7 @@ def print_record(console: Console, record: Record, path: str | None = None) -> N
     for override in record.overrides_used:
         console.print(f"[yellow]override used: {override}[/]")
     for note in record.notes:
-        console.print(f"note: {note}", highlight=False)
-    console.print(f"{styled(record.status)}: {record.reason}", highlight=False)
+        console.print(f"note: {escape(note)}", highlight=False)
+    console.print(f"{styled(record.status)}: {escape(record.reason)}", highlight=False)
     if path:
         console.print(f"record: {path}", highlight=False)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drills.durations import PATTERN as DURATION_PATTERN
 from drills.durations import Duration
 
 ID_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -179,6 +180,10 @@ def playbook_sha256(raw: bytes) -> str:
 
 def playbook_json_schema() -> dict[str, Any]:
     schema = Playbook.model_json_schema(by_alias=True)
+    # Objectives may be written short (`rpo: 0s`): say so to editors too.
+    objectives = schema["properties"]["objectives"]
+    short = {"anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"type": "number"}]}
+    objectives["additionalProperties"] = {"anyOf": [objectives["additionalProperties"], short]}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "drctl playbook"
     return schema

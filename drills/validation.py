@@ -133,7 +133,8 @@ def playbook_problems(playbook: Playbook, doc: YamlDocument) -> list[Problem]:
                     f"objective {name} measures write_outage: set measurements.write_probe",
                 )
             )
-    for role in playbook.measurements.writer_roles:
+    writers = playbook.measurements.canary or playbook.measurements.write_probe
+    for role in playbook.measurements.writer_roles if writers else []:
         if role not in playbook.roles:
             problems.append(
                 doc.problem(("measurements", "writer_roles"), _role_message(role, playbook))

@@ -1,0 +1,367 @@
+"""Drills on the real lab: PostgreSQL primary and standby on 127.0.0.1, real Prefect flows.
+
+The switchover and failover run through the Prefect flow (one flow run, a task run per step) on
+the session's Prefect test harness; runner semantics (gates, fencing, rollback) run through the
+same runner without Prefect; the CLI is run as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import yaml
+
+from drills.executors.sql import SqlExecutor
+from drills.lab import Lab
+from drills.record import Record
+from drills.runner import RunRequest, Runner
+from drills.store import RecordStore
+from tests.helpers import REPO, drctl
+
+pytestmark = [pytest.mark.lab, pytest.mark.prefect]
+
+
+def roles_now(home: Path) -> dict[str, str]:
+    return {n.name: n.role for n in Lab(home).status()}
+
+
+def pids_now(home: Path) -> dict[str, int | None]:
+    return {n.name: n.pid for n in Lab(home).status()}
+
+
+def store(home: Path) -> RecordStore:
+    return RecordStore(home / "records", home / "locks")
+
+
+def wait_streaming(home: Path, deadline: float = 30) -> None:
+    """The lab is a healthy pair again: one primary, one standby streaming from it."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        roles = roles_now(home)
+        if sorted(roles.values()) == ["primary", "standby"]:
+            standby = next(n for n in Lab(home).status() if n.role == "standby")
+            status = SqlExecutor(standby.dsn, host=standby.name).scalar(
+                "select status from pg_stat_wal_receiver"
+            )
+            if status == "streaming":
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"the lab did not become a streaming pair: {roles_now(home)}")
+
+
+def assert_timings_in_order(record: Record) -> None:
+    previous_end = 0.0
+    for step in record.steps:
+        o = step.offsets
+        assert step.started_at <= step.ended_at
+        assert previous_end <= o.started <= o.ended, step.id
+        if o.returned is not None:
+            assert o.started <= o.returned <= o.ended, step.id
+        if o.converged is not None:
+            assert o.returned is not None and o.returned <= o.converged <= o.ended, step.id
+            assert step.converged_at is not None and step.started_at <= step.converged_at
+        assert step.duration_seconds == pytest.approx(o.ended - o.started, abs=1e-6)
+        previous_end = o.ended
+    assert record.ended_at is not None and record.started_at < record.ended_at
+
+
+def task_run_names(api: str, flow_run_id: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+        )
+        return [r.name for r in runs]
+
+
+def test_switchover_runs_as_a_prefect_flow(lab: Path, prefect_api: str) -> None:
+    from flows.drill import run_drill
+
+    wait_streaming(lab)
+    before = roles_now(lab)
+    record = store(lab).load(run_drill(RunRequest(playbook="pg-switchover", environment="lab")))
+
+    assert record.status == "passed", record.reason
+    after = roles_now(lab)
+    assert after == {name: "standby" if role == "primary" else "primary"
+                     for name, role in before.items()}
+    assert [s.id for s in record.steps] == [
+        "stop_primary", "confirm_standby_caught_up", "promote_standby", "rejoin_old_primary"]
+    assert all(s.status == "passed" for s in record.steps)
+    assert {o.name: o.met for o in record.objectives} == {"rto": True, "rpo": True,
+                                                          "write_outage": True}
+    m = record.measurements
+    assert m.lost_writes == 0 and m.rpo_seconds == 0.0
+    assert m.canary is not None and m.canary.acknowledged > 0
+    assert m.write_outage_seconds is not None and 0 < m.write_outage_seconds < 5
+    assert m.write_probe is not None
+    assert (m.write_probe.last_write_node, m.write_probe.first_write_node) == (
+        record.roles["primary"], record.roles["standby"])
+    rto = next(o for o in record.objectives if o.name == "rto")
+    assert rto.measured_seconds is not None and rto.measured_seconds > 0
+    assert_timings_in_order(record)
+    # One flow run, one task run per step, named after the step.
+    flow_run_id = record.orchestrator["prefect_flow_run_id"]
+    assert task_run_names(prefect_api, flow_run_id) == [s.id for s in record.steps]
+    assert record.playbook["sha256"] == __import__("hashlib").sha256(
+        (REPO / "playbooks/pg-switchover.yaml").read_bytes()).hexdigest()
+    wait_streaming(lab)
+
+
+def test_failover_crashes_fences_promotes_and_rejoins(lab: Path, prefect_api: str) -> None:
+    from flows.drill import run_drill
+
+    wait_streaming(lab)
+    before = roles_now(lab)
+    record = store(lab).load(run_drill(RunRequest(playbook="pg-failover", environment="lab")))
+
+    assert record.status == "passed", record.reason
+    assert roles_now(lab) == {name: "standby" if role == "primary" else "primary"
+                              for name, role in before.items()}
+    steps = {s.id: s for s in record.steps}
+    assert "SIGKILL" in steps["inject_crash"].output
+    fence = {c.check: c for c in steps["fence_old_primary"].checks}
+    assert fence["pg.rejects_writes"].held and fence["pg.down"].observed == "not running"
+    names = [m.name for m in record.milestones]
+    assert names.index("incident_declared") < names.index("writes_restored")
+    m = record.measurements
+    assert m.write_outage_seconds is not None and m.write_outage_seconds > 0
+    assert m.lost_writes is not None and m.rpo_seconds is not None
+    assert record.overrides_used == []
+    assert_timings_in_order(record)
+    wait_streaming(lab)
+
+
+def test_real_failover_refuses_to_promote_while_the_old_primary_takes_writes(lab: Path) -> None:
+    wait_streaming(lab)
+    before, pids = roles_now(lab), pids_now(lab)
+    record = Runner(RunRequest(playbook="pg-failover", environment="lab", mode="real")).run()
+
+    assert record.status == "aborted"
+    steps = {s.id: s for s in record.steps}
+    assert steps["inject_crash"].status == "skipped"  # drill-only: a real incident needs none
+    assert steps["fence_old_primary"].status == "failed"
+    assert "promote_standby" not in steps
+    assert "pg.rejects_writes" in record.reason and "accepts writes" in record.reason
+    assert roles_now(lab) == before and pids_now(lab) == pids
+
+
+def test_the_fencing_override_is_explicit_and_recorded(lab: Path) -> None:
+    wait_streaming(lab)
+    before = roles_now(lab)
+    request = RunRequest(playbook="pg-failover", environment="lab", mode="real",
+                         overrides=["unfenced_promotion"], operator="on-call")
+    record = Runner(request).run()
+
+    steps = {s.id: s for s in record.steps}
+    assert steps["fence_old_primary"].status == "overridden"
+    assert "override unfenced_promotion, given by on-call" in steps["fence_old_primary"].reason
+    assert record.overrides_used == ["unfenced_promotion"]
+    assert record.request["overrides"] == ["unfenced_promotion"]
+    assert steps["promote_standby"].status == "passed"
+    assert steps["rejoin_old_primary"].status == "passed"
+    assert roles_now(lab) == {name: "standby" if role == "primary" else "primary"
+                              for name, role in before.items()}
+    wait_streaming(lab)
+
+
+def write_playbook(tmp_path: Path, body: dict[str, Any], name: str = "t.yaml") -> Path:
+    base = {"name": "t", "version": 1, "kind": "inspection", "title": {"en": "T", "zh": "测"},
+            "roles": ["primary", "standby"]}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({**base, **body}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_a_failed_precondition_changes_nothing(lab: Path, tmp_path: Path) -> None:
+    wait_streaming(lab)
+    pids = pids_now(lab)
+    playbook = write_playbook(tmp_path, {
+        "preconditions": [{"check": "pg.is_standby", "target": "primary"}],
+        "steps": [{"id": "stop", "action": "pg.stop", "target": "primary"}],
+    })
+    record = Runner(RunRequest(playbook=str(playbook), environment="lab")).run()
+    assert record.status == "aborted"
+    assert record.steps == []
+    assert record.reason.startswith("precondition pg.is_standby on")
+    assert "nothing was changed" in record.reason
+    assert pids_now(lab) == pids
+
+
+def test_a_rolled_back_run_fails_and_undoes_in_reverse(lab: Path, tmp_path: Path) -> None:
+    wait_streaming(lab)
+    playbook = write_playbook(tmp_path, {
+        "steps": [
+            {"id": "make_a", "action": "sql", "target": "primary",
+             "with": {"statement": "create table rollback_a (x int)"}},
+            {"id": "make_b", "action": "sql", "target": "primary",
+             "with": {"statement": "create table rollback_b (x int)"}},
+            {"id": "bad_check", "action": "observe", "target": "primary", "within": "200ms",
+             "verify": [{"check": "pg.is_standby"}], "on_failure": "rollback"},
+            {"id": "never", "action": "observe", "target": "primary"},
+        ],
+        "rollback": [
+            {"id": "drop_a", "undoes": "make_a", "action": "sql", "target": "primary",
+             "with": {"statement": "drop table rollback_a"}},
+            {"id": "drop_b", "undoes": "make_b", "action": "sql", "target": "primary",
+             # fails if drop_a ran first: proves the reverse order
+             "with": {"statement": "drop table rollback_b; select 1 from rollback_a"}},
+        ],
+    })
+    record = Runner(RunRequest(playbook=str(playbook), environment="lab")).run()
+    assert record.status == "failed" and record.rolled_back
+    assert [(s.id, s.phase, s.status) for s in record.steps] == [
+        ("make_a", "main", "passed"), ("make_b", "main", "passed"),
+        ("bad_check", "main", "failed"), ("drop_b", "rollback", "passed"),
+        ("drop_a", "rollback", "passed")]
+    check = record.steps[2].checks[0]
+    assert (check.observed, check.expected, check.verdict) == ("primary", "standby", "deviated")
+    primary = SqlExecutor.for_node(record.roles["primary"], _env_node(lab, record))
+    assert primary.scalar("select count(*) from pg_tables where tablename like 'rollback_%'") == 0
+
+
+def _env_node(home: Path, record: Record) -> Any:
+    from drills.loader import resolve_environment
+
+    return resolve_environment("lab").nodes[record.roles["primary"]]
+
+
+# -- the CLI, as a user runs it ------------------------------------------------------------------
+
+
+def test_plan_shows_commands_and_changes_nothing(lab: Path) -> None:
+    wait_streaming(lab)
+    pids, roles, records = pids_now(lab), roles_now(lab), store(lab).ids()
+    result = drctl("plan", "pg-switchover", "--env", "lab")
+    assert result.returncode == 0, result.stderr
+    assert "pg_ctl stop" in result.stdout and "pg_promote" in result.stdout
+    assert "pg_rewind" in result.stdout and "nothing was run." in result.stdout
+    for step in ("stop_primary", "confirm_standby_caught_up", "promote_standby",
+                 "rejoin_old_primary", "restart_old_primary"):
+        assert step in result.stdout
+    assert pids_now(lab) == pids and roles_now(lab) == roles and store(lab).ids() == records
+
+
+def lab_env_copy(home: Path, tmp_path: Path, **changes: Any) -> Path:
+    data = yaml.safe_load((home / "environments" / "lab.yaml").read_text())
+    data.update(changes)
+    path = tmp_path / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "pg-switchover", "--env", "nowhere"], "no environment named 'nowhere'"),
+        (["run", "no-such-playbook", "--env", "lab"], "no playbook file or shipped playbook"),
+        (["run", "pg-failover", "--env", "lab", "--override", "yolo"],
+         "override yolo is not offered"),
+        (["plan", "pg-switchover", "--env", "nowhere"], "no environment named 'nowhere'"),
+    ],
+)
+def test_bad_input_is_a_clear_error_with_exit_2(lab: Path, args: list[str], message: str) -> None:
+    records = store(lab).ids()
+    result = drctl(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert store(lab).ids() == records
+
+
+def test_a_role_the_environment_lacks_is_exit_2(lab: Path, tmp_path: Path) -> None:
+    playbook = write_playbook(tmp_path, {
+        "roles": ["primary", "witness"],
+        "steps": [{"id": "look", "action": "observe", "target": "witness"}],
+    })
+    result = drctl("run", str(playbook), "--env", "lab")
+    assert result.returncode == 2
+    assert "needs role(s) witness, which environment 'lab' does not have" in result.stderr
+
+
+def test_a_protected_environment_refuses_drills(lab: Path, tmp_path: Path) -> None:
+    env = lab_env_copy(lab, tmp_path, name="lab-protected", protected=True)
+    pids = pids_now(lab)
+    result = drctl("run", "pg-switchover", "--env", str(env))
+    assert result.returncode == 3
+    assert "is protected" in result.stderr
+    assert pids_now(lab) == pids
+
+
+def test_run_cli_summary_and_exit_1_when_an_objective_is_missed(
+    lab: Path, tmp_path: Path, prefect_api: str
+) -> None:
+    wait_streaming(lab)
+    text = (REPO / "playbooks/pg-switchover.yaml").read_text().replace(
+        "    target: 60s\n", "    target: 1ms\n")
+    playbook = tmp_path / "strict-switchover.yaml"
+    playbook.write_text(text)
+    result = drctl("run", str(playbook), "--env", "lab", env={"PREFECT_API_URL": prefect_api})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "objectives missed: rto" in result.stdout
+    for step in ("stop_primary", "promote_standby", "rejoin_old_primary"):
+        assert step in result.stdout
+    listed = json.loads(drctl("records", "list", "--json").stdout)
+    assert listed[0]["status"] == "failed" and listed[0]["playbook"] == "pg-switchover"
+    shown = json.loads(drctl("records", "show", listed[0]["id"], "--json").stdout)
+    assert shown["objectives"][0]["name"] == "rto" and shown["objectives"][0]["met"] is False
+    assert shown["objectives"][0]["target_seconds"] == 0.001
+    wait_streaming(lab)
+
+
+def test_a_killed_run_leaves_an_interrupted_record_and_a_lock(
+    lab: Path, tmp_path: Path, prefect_api: str
+) -> None:
+    env = lab_env_copy(lab, tmp_path, name="lab-kill")
+    playbook = write_playbook(tmp_path, {
+        "name": "slow",
+        "steps": [
+            {"id": "first", "action": "observe", "target": "primary",
+             "verify": [{"check": "pg.is_primary"}]},
+            {"id": "long", "action": "wait", "target": "primary", "with": {"seconds": 120},
+             "timeout": "200s"},
+            {"id": "after", "action": "observe", "target": "primary"},
+        ],
+    })
+    exe = Path(sys.executable).parent / "drctl"
+    proc = subprocess.Popen(
+        [str(exe), "run", str(playbook), "--env", str(env)],
+        env={**os.environ, "PREFECT_API_URL": prefect_api}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        journal = None
+        while time.monotonic() < deadline and journal is None:
+            for path in (lab / "records").glob("*-slow-lab-kill-*.journal.jsonl"):
+                if '"id": "first"' in path.read_text():
+                    journal = path
+            time.sleep(0.1)
+        assert journal is not None, "the run never finished its first step"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    run_id = journal.name.split(".")[0]
+    shown = drctl("records", "show", run_id, "--json")
+    record = json.loads(shown.stdout)
+    assert record["status"] == "interrupted"
+    assert [s["id"] for s in record["steps"]] == ["first"]
+    assert record["steps"][0]["status"] == "passed"
+    again = drctl("run", str(playbook), "--env", str(env))
+    assert again.returncode == 3
+    assert f"left by run {run_id}" in again.stderr and "drctl unlock lab-kill" in again.stderr
+    unlocked = drctl("unlock", "lab-kill")
+    assert unlocked.returncode == 0 and run_id in unlocked.stdout
