@@ -64,6 +64,10 @@ PLAYBOOK = "pg-switchover"
 ENVIRONMENT = "lab"
 ROLES = ["primary", "standby"]
 POLL = 0.01  # seconds between polls in the hand-run (as fine as the playbook's checks)
+HAND_STOP_MODES = {
+    "wait": "pg_ctl stop -m fast -w (pg_ctl checks every 100 ms whether the server is gone)",
+    "poll": "pg_ctl stop -m fast -W, then pg_ctl status every 10 ms (as the playbook does)",
+}
 HAND_TIMEOUT = 60.0  # seconds for any one wait of the hand-run
 SETTLE = 5.0  # seconds to wait for a probe write on the new primary before stopping it
 OVERHEAD_STEPS = 50
@@ -249,7 +253,7 @@ def _probe(env: Environment, nodes: list[str], run_id: str) -> Iterator[tuple[An
         probe.stop()
 
 
-def hand_round(index: int) -> SwitchoverRound:
+def hand_round(index: int, stop_mode: str) -> SwitchoverRound:
     env = resolve_environment(ENVIRONMENT)
     roles = discover_roles(env, ROLES).roles
     old_name, new_name = roles["primary"], roles["standby"]
@@ -285,11 +289,22 @@ def hand_round(index: int) -> SwitchoverRound:
                 phases[name] = now - mark
                 mark = now
 
-            local.run(
-                [*pg_ctl, "stop", "-m", "fast", "-w", "-t", "60"],
-                user=old_pg.os_user,
-                timeout=70,
-            )
+            if stop_mode == "wait":
+                local.run(
+                    [*pg_ctl, "stop", "-m", "fast", "-w", "-t", "60"],
+                    user=old_pg.os_user,
+                    timeout=70,
+                )
+            else:  # as the playbook does: no wait, then poll pg_ctl status (exit 3: not running)
+                local.run([*pg_ctl, "stop", "-m", "fast", "-W"], user=old_pg.os_user, timeout=70)
+
+                def stopped() -> bool:
+                    status = local.run(
+                        [*pg_ctl, "status"], user=old_pg.os_user, timeout=10, check=False
+                    )
+                    return status.returncode == 3
+
+                _wait(f"{old_name} to stop", stopped)
             lap("stop")
             control = _controldata(local, old_pg)
             if control.get("Database cluster state") != "shut down":
@@ -453,6 +468,7 @@ def report(
     direct: Overhead,
     lab_line: str,
     warmup_seconds: float,
+    hand_stop: str,
 ) -> None:
     o_out = statistics.median(r.write_outage for r in orchestrated)
     h_out = statistics.median(r.write_outage for r in hand)
@@ -465,6 +481,7 @@ def report(
     print()
     print(f"drctl switchover benchmark: {rounds} round(s) of each, alternating")
     print(f"  lab: {lab_line}")
+    print(f"  hand-run stop: {HAND_STOP_MODES[hand_stop]}")
     print(f"  Prefect warm-up (ephemeral API start + one throw-away round): {warmup_seconds:.1f}s")
     print()
     header = f"{'':24} {'write outage (s)':>17}   {'':28} {'whole switchover (s)':>20}"
@@ -541,7 +558,7 @@ def report(
 # ---------------------------------------------------------------------------------- main
 
 
-def run(home: Path, rounds: int) -> None:
+def run(home: Path, rounds: int, hand_stop: str) -> None:
     t = time.monotonic()
     print(f"DRCTL_HOME={home}: bringing up the lab ...", flush=True)
     up = Lab(home).up()
@@ -553,7 +570,7 @@ def run(home: Path, rounds: int) -> None:
     t = time.monotonic()
     orchestrated_round(0, store)
     warmup = time.monotonic() - t
-    hand_round(0)  # and one throw-away hand-run: page cache, imports, connections
+    hand_round(0, hand_stop)  # and one throw-away hand-run: page cache, imports, connections
     print(f"  warm-up done ({warmup:.1f}s for the Prefect round)", flush=True)
 
     orchestrated: list[SwitchoverRound] = []
@@ -566,7 +583,7 @@ def run(home: Path, rounds: int) -> None:
             f"whole {o.whole:.3f}s",
             flush=True,
         )
-        h = hand_round(index)
+        h = hand_round(index, hand_stop)
         hand.append(h)
         print(
             f"  round {index}/{rounds} hand-run:     outage {h.write_outage:.3f}s, "
@@ -578,13 +595,20 @@ def run(home: Path, rounds: int) -> None:
     environment, playbook = write_overhead_files(home / "bench")
     prefect = overhead_run("prefect", environment, playbook, store)
     direct = overhead_run("direct", environment, playbook, store)
-    report(rounds, orchestrated, hand, prefect, direct, lab_line, warmup)
+    report(rounds, orchestrated, hand, prefect, direct, lab_line, warmup, hand_stop)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
         "--rounds", type=int, default=3, help="switchovers of each kind (default 3)"
+    )
+    parser.add_argument(
+        "--hand-stop",
+        choices=sorted(HAND_STOP_MODES),
+        default="wait",
+        help="how the hand-run stops the primary: "
+        + "; ".join(f"{k}: {v}" for k, v in HAND_STOP_MODES.items()),
     )
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -596,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     status = 0
     try:
-        run(home, args.rounds)
+        run(home, args.rounds, args.hand_stop)
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up", file=sys.stderr)
         status = 130

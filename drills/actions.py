@@ -22,6 +22,7 @@ from drills.errors import CommandFailed, DrillError
 from drills.executors.local import describe as describe_argv
 from drills.executors.sql import node_dsn, redact
 from drills.targets import Targets
+from verify.postgres import postmaster_state
 
 
 @dataclass(frozen=True)
@@ -200,16 +201,18 @@ def rejoin_run(targets: Targets, role: str, params: RejoinParams, timeout: float
     name, node, pg = _pg(targets, role)
     deadline = time.monotonic() + timeout
     log: list[str] = []
-    try:
-        targets.run(role, [f"{pg.bin_dir}/pg_ctl", "status", "-D", pg.data_dir], timeout=10)
-        running = True
-    except CommandFailed:
-        running = False
-    if running:
-        try:
-            targets.run(role, _argv_stop(pg, StopParams(mode="fast"), 30), timeout=35)
-        except DrillError:
-            targets.run(role, _argv_stop(pg, StopParams(mode="immediate"), 30), timeout=35)
+    if postmaster_state(targets, role) == "running":
+        for mode in ("fast", "immediate"):
+            try:
+                targets.run(role, _argv_stop(pg, StopParams(mode=mode), 30), timeout=35)
+                break
+            except DrillError:
+                if postmaster_state(targets, role) != "running":
+                    break
+        else:
+            raise CommandFailed(
+                f"{name} still runs and could not be stopped", returncode=1, host=name
+            )
         log.append(f"stopped {name}, which was still running")
     targets.sql(params.source).query("checkpoint", timeout=max(5.0, deadline - time.monotonic()))
     conninfo = _source_conninfo(targets, params.source, pg.application_name or name)
@@ -231,7 +234,11 @@ def rejoin_run(targets: Targets, role: str, params: RejoinParams, timeout: float
             )
             break
         except CommandFailed as exc:
-            lingering = "shared memory" in exc.output or "already running" in exc.output
+            # ... and a dead postmaster not yet reaped still "owns" postmaster.pid.
+            lingering = any(
+                sign in exc.output
+                for sign in ("shared memory", "already running", 'postmaster.pid" already exists')
+            )
             if not lingering or time.monotonic() > deadline - 1:
                 raise
             time.sleep(0.2)

@@ -90,6 +90,8 @@ def lab_down() -> None:
     from drills.lock import force_unlock
 
     result = _lab().down()
+    if result.stopped:
+        console.print(f"stopped {', '.join(result.stopped)}")
     for message in result.messages:
         console.print(message)
     if result.had_lab:
@@ -294,8 +296,9 @@ def records_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
         print(json.dumps([_summary(r) for r in records], indent=2, ensure_ascii=False))
         return
     table = Table()
-    for column in ("id", "status", "mode", "started", "took", "objectives met"):
-        table.add_column(column)
+    table.add_column("id", no_wrap=True)
+    for column in ("status", "mode", "took", "objectives met"):
+        table.add_column(column, no_wrap=True)
     from drills.console import styled
     from drills.durations import format_seconds
 
@@ -305,7 +308,6 @@ def records_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
             r.id,
             styled(r.status),
             r.mode,
-            r.started_at,
             format_seconds(r.duration_seconds),
             f"{met}/{len(r.objectives)}",
         )
@@ -372,34 +374,41 @@ def demo(
         elif not up.created:
             console.print("the lab was up before the demo; it keeps running")
         else:
-            for message in lab.down().messages:
+            down = lab.down()
+            if down.stopped:
+                console.print(f"lab down: stopped {', '.join(down.stopped)}")
+            for message in down.messages:
                 console.print(message)
     console.rule("[bold]summary")
     table = Table()
     for column in (
         "drill",
         "status",
-        "steps",
+        "steps passed",
         "took",
         "write outage",
         "lost writes",
         "RPO",
-        "objectives met",
+        "objectives",
     ):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for r in records:
         m = r.measurements
         table.add_row(
             r.playbook["name"],
             styled(r.status),
-            f"{sum(s.status == 'passed' for s in r.steps)}/{len(r.steps)} passed",
+            f"{sum(s.status == 'passed' for s in r.steps)}/{len(r.steps)}",
             format_seconds(r.duration_seconds),
             format_seconds(m.write_outage_seconds),
             "—" if m.lost_writes is None else str(m.lost_writes),
             format_seconds(m.rpo_seconds),
-            ", ".join(f"{o.name} {'✔' if o.met else '✘'}" for o in r.objectives),
+            f"{sum(o.met for o in r.objectives)}/{len(r.objectives)} met",
         )
     console.print(table)
+    for r in records:
+        missed = [o.name for o in r.objectives if not o.met]
+        if missed:
+            console.print(f"{r.playbook['name']}: missed {', '.join(missed)}")
     for r in records:
         console.print(f"{r.playbook['name']}: {measurements_line(r)}")
     console.print(f"records: {subdir('records')} (`drctl records list`, `drctl records show ID`)")

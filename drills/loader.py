@@ -7,9 +7,9 @@ are then looked up in that map.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
 from dataclasses import dataclass
-import importlib.util
 from pathlib import Path
 from typing import Any, TypeVar
 

@@ -13,11 +13,12 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 from prefect.context import get_run_context
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, Failed
 
 from drills.record import StepRecord
-from drills.runner import Progress, RunRequest, Runner, StepFn
+from drills.runner import Progress, Runner, RunRequest, StepFn
 
 # The CLI's progress display, handed to the flow in-process (it is not a flow parameter: the UI
 # has no terminal to draw on).
@@ -28,14 +29,13 @@ progress_var: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
 
 def step_as_task(step_id: str, fn: StepFn) -> StepRecord:
     step_task = task(
-        fn,
         name=step_id,
         task_run_name=step_id,
         cache_policy=NO_CACHE,
         persist_result=False,
         retries=0,
         log_prints=False,
-    )
+    )(fn)
     result: StepRecord = step_task()
     return result
 

@@ -26,7 +26,7 @@ def test_durations(text: object, seconds: float) -> None:
 
 @pytest.mark.parametrize("bad", ["5x", "", "m5", True, -1, "5m3"])
 def test_bad_durations(bad: object) -> None:
-    with pytest.raises(ValueError, match="duration|negative"):
+    with pytest.raises(ValueError, match=r"duration|negative"):
         parse_duration(bad)
 
 
@@ -67,8 +67,10 @@ def log_of(writes: list[tuple[int, float, str]], attempts: int | None = None) ->
 
 
 def test_canary_lost_writes_and_rpo() -> None:
-    log = log_of([(1, 0.0, "pg1"), (2, 0.1, "pg1"), (3, 0.2, "pg1"), (4, 0.3, "pg1"),
-                  (6, 1.5, "pg2")], attempts=6)
+    log = log_of(
+        [(1, 0.0, "pg1"), (2, 0.1, "pg1"), (3, 0.2, "pg1"), (4, 0.3, "pg1"), (6, 1.5, "pg2")],
+        attempts=6,
+    )
     result = analyse_canary(log, present={1, 2, 6}, checked_on="pg2")
     assert result.lost == 2 and result.lost_seqs == [3, 4]
     assert result.rpo_seconds == pytest.approx(0.2)  # last acked (0.3) - newest survivor (0.1)
@@ -79,8 +81,9 @@ def test_canary_lost_writes_and_rpo() -> None:
 
 
 def test_write_outage_is_the_longest_gap_and_names_both_sides() -> None:
-    log = log_of([(1, 0.0, "pg1"), (2, 0.01, "pg1"), (3, 0.02, "pg1"), (9, 0.42, "pg2"),
-                  (10, 0.43, "pg2")])
+    log = log_of(
+        [(1, 0.0, "pg1"), (2, 0.01, "pg1"), (3, 0.02, "pg1"), (9, 0.42, "pg2"), (10, 0.43, "pg2")]
+    )
     outage = analyse_write_outage(log, stopped_offset=0.45)
     assert outage.seconds == pytest.approx(0.4)
     assert (outage.last_write_node, outage.first_write_node) == ("pg1", "pg2")
@@ -94,18 +97,35 @@ def test_write_outage_that_never_ended_is_not_invented() -> None:
 
 def started_event(run_id: str = "R1") -> dict[str, Any]:
     return {
-        "event": "run_started", "at": "2026-11-27T00:00:00.000Z", "offset": 0.0,
-        "run_id": run_id, "mode": "drill",
-        "playbook": {"name": "p", "sha256": "0" * 64}, "environment": {"name": "e"},
+        "event": "run_started",
+        "at": "2026-11-27T00:00:00.000Z",
+        "offset": 0.0,
+        "run_id": run_id,
+        "mode": "drill",
+        "playbook": {"name": "p", "sha256": "0" * 64},
+        "environment": {"name": "e"},
         "objectives": {"rto": {"target": 10, "from": "run_started", "to": "done"}},
     }
 
 
 def step_event(step_id: str, start: float, end: float) -> dict[str, Any]:
-    return {"event": "step", "at": "x", "offset": end, "step": {
-        "id": step_id, "action": "observe", "target": "primary", "node": "pg1",
-        "status": "passed", "attempts": 1, "started_at": "s", "ended_at": "e",
-        "offsets": {"started": start, "ended": end}, "duration_seconds": end - start}}
+    return {
+        "event": "step",
+        "at": "x",
+        "offset": end,
+        "step": {
+            "id": step_id,
+            "action": "observe",
+            "target": "primary",
+            "node": "pg1",
+            "status": "passed",
+            "attempts": 1,
+            "started_at": "s",
+            "ended_at": "e",
+            "offsets": {"started": start, "ended": end},
+            "duration_seconds": end - start,
+        },
+    }
 
 
 def test_a_journal_without_an_end_is_an_interrupted_record(tmp_path: Path) -> None:
@@ -125,11 +145,19 @@ def test_a_journal_without_an_end_is_an_interrupted_record(tmp_path: Path) -> No
 def test_a_finished_journal_keeps_its_status_and_objectives() -> None:
     events = [
         started_event(),
-        {"event": "milestone", "at": "x", "offset": 0.0,
-         "milestone": {"name": "run_started", "at": "a", "offset": 0.0}},
+        {
+            "event": "milestone",
+            "at": "x",
+            "offset": 0.0,
+            "milestone": {"name": "run_started", "at": "a", "offset": 0.0},
+        },
         step_event("one", 0.1, 0.2),
-        {"event": "milestone", "at": "x", "offset": 3.5,
-         "milestone": {"name": "done", "at": "b", "offset": 3.5}},
+        {
+            "event": "milestone",
+            "at": "x",
+            "offset": 3.5,
+            "milestone": {"name": "done", "at": "b", "offset": 3.5},
+        },
         {"event": "run_ended", "at": "z", "offset": 4.0, "status": "passed", "reason": "ok"},
     ]
     record = build_record(events)

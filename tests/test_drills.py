@@ -23,7 +23,7 @@ import yaml
 from drills.executors.sql import SqlExecutor
 from drills.lab import Lab
 from drills.record import Record
-from drills.runner import RunRequest, Runner
+from drills.runner import Runner, RunRequest
 from drills.store import RecordStore
 from tests.helpers import REPO, drctl
 
@@ -96,28 +96,42 @@ def test_switchover_runs_as_a_prefect_flow(lab: Path, prefect_api: str) -> None:
 
     assert record.status == "passed", record.reason
     after = roles_now(lab)
-    assert after == {name: "standby" if role == "primary" else "primary"
-                     for name, role in before.items()}
+    assert after == {
+        name: "standby" if role == "primary" else "primary" for name, role in before.items()
+    }
     assert [s.id for s in record.steps] == [
-        "stop_primary", "confirm_standby_caught_up", "promote_standby", "rejoin_old_primary"]
+        "stop_primary",
+        "confirm_standby_caught_up",
+        "promote_standby",
+        "rejoin_old_primary",
+    ]
     assert all(s.status == "passed" for s in record.steps)
-    assert {o.name: o.met for o in record.objectives} == {"rto": True, "rpo": True,
-                                                          "write_outage": True}
+    assert {o.name: o.met for o in record.objectives} == {
+        "rto": True,
+        "rpo": True,
+        "write_outage": True,
+    }
     m = record.measurements
     assert m.lost_writes == 0 and m.rpo_seconds == 0.0
     assert m.canary is not None and m.canary.acknowledged > 0
     assert m.write_outage_seconds is not None and 0 < m.write_outage_seconds < 5
     assert m.write_probe is not None
     assert (m.write_probe.last_write_node, m.write_probe.first_write_node) == (
-        record.roles["primary"], record.roles["standby"])
+        record.roles["primary"],
+        record.roles["standby"],
+    )
     rto = next(o for o in record.objectives if o.name == "rto")
     assert rto.measured_seconds is not None and rto.measured_seconds > 0
     assert_timings_in_order(record)
     # One flow run, one task run per step, named after the step.
     flow_run_id = record.orchestrator["prefect_flow_run_id"]
     assert task_run_names(prefect_api, flow_run_id) == [s.id for s in record.steps]
-    assert record.playbook["sha256"] == __import__("hashlib").sha256(
-        (REPO / "playbooks/pg-switchover.yaml").read_bytes()).hexdigest()
+    assert (
+        record.playbook["sha256"]
+        == __import__("hashlib")
+        .sha256((REPO / "playbooks/pg-switchover.yaml").read_bytes())
+        .hexdigest()
+    )
     wait_streaming(lab)
 
 
@@ -129,8 +143,9 @@ def test_failover_crashes_fences_promotes_and_rejoins(lab: Path, prefect_api: st
     record = store(lab).load(run_drill(RunRequest(playbook="pg-failover", environment="lab")))
 
     assert record.status == "passed", record.reason
-    assert roles_now(lab) == {name: "standby" if role == "primary" else "primary"
-                              for name, role in before.items()}
+    assert roles_now(lab) == {
+        name: "standby" if role == "primary" else "primary" for name, role in before.items()
+    }
     steps = {s.id: s for s in record.steps}
     assert "SIGKILL" in steps["inject_crash"].output
     fence = {c.check: c for c in steps["fence_old_primary"].checks}
@@ -162,8 +177,13 @@ def test_real_failover_refuses_to_promote_while_the_old_primary_takes_writes(lab
 def test_the_fencing_override_is_explicit_and_recorded(lab: Path) -> None:
     wait_streaming(lab)
     before = roles_now(lab)
-    request = RunRequest(playbook="pg-failover", environment="lab", mode="real",
-                         overrides=["unfenced_promotion"], operator="on-call")
+    request = RunRequest(
+        playbook="pg-failover",
+        environment="lab",
+        mode="real",
+        overrides=["unfenced_promotion"],
+        operator="on-call",
+    )
     record = Runner(request).run()
 
     steps = {s.id: s for s in record.steps}
@@ -173,14 +193,20 @@ def test_the_fencing_override_is_explicit_and_recorded(lab: Path) -> None:
     assert record.request["overrides"] == ["unfenced_promotion"]
     assert steps["promote_standby"].status == "passed"
     assert steps["rejoin_old_primary"].status == "passed"
-    assert roles_now(lab) == {name: "standby" if role == "primary" else "primary"
-                              for name, role in before.items()}
+    assert roles_now(lab) == {
+        name: "standby" if role == "primary" else "primary" for name, role in before.items()
+    }
     wait_streaming(lab)
 
 
 def write_playbook(tmp_path: Path, body: dict[str, Any], name: str = "t.yaml") -> Path:
-    base = {"name": "t", "version": 1, "kind": "inspection", "title": {"en": "T", "zh": "测"},
-            "roles": ["primary", "standby"]}
+    base = {
+        "name": "t",
+        "version": 1,
+        "kind": "inspection",
+        "title": {"en": "T", "zh": "测"},
+        "roles": ["primary", "standby"],
+    }
     path = tmp_path / name
     path.write_text(yaml.safe_dump({**base, **body}, allow_unicode=True), encoding="utf-8")
     return path
@@ -189,10 +215,13 @@ def write_playbook(tmp_path: Path, body: dict[str, Any], name: str = "t.yaml") -
 def test_a_failed_precondition_changes_nothing(lab: Path, tmp_path: Path) -> None:
     wait_streaming(lab)
     pids = pids_now(lab)
-    playbook = write_playbook(tmp_path, {
-        "preconditions": [{"check": "pg.is_standby", "target": "primary"}],
-        "steps": [{"id": "stop", "action": "pg.stop", "target": "primary"}],
-    })
+    playbook = write_playbook(
+        tmp_path,
+        {
+            "preconditions": [{"check": "pg.is_standby", "target": "primary"}],
+            "steps": [{"id": "stop", "action": "pg.stop", "target": "primary"}],
+        },
+    )
     record = Runner(RunRequest(playbook=str(playbook), environment="lab")).run()
     assert record.status == "aborted"
     assert record.steps == []
@@ -203,30 +232,60 @@ def test_a_failed_precondition_changes_nothing(lab: Path, tmp_path: Path) -> Non
 
 def test_a_rolled_back_run_fails_and_undoes_in_reverse(lab: Path, tmp_path: Path) -> None:
     wait_streaming(lab)
-    playbook = write_playbook(tmp_path, {
-        "steps": [
-            {"id": "make_a", "action": "sql", "target": "primary",
-             "with": {"statement": "create table rollback_a (x int)"}},
-            {"id": "make_b", "action": "sql", "target": "primary",
-             "with": {"statement": "create table rollback_b (x int)"}},
-            {"id": "bad_check", "action": "observe", "target": "primary", "within": "200ms",
-             "verify": [{"check": "pg.is_standby"}], "on_failure": "rollback"},
-            {"id": "never", "action": "observe", "target": "primary"},
-        ],
-        "rollback": [
-            {"id": "drop_a", "undoes": "make_a", "action": "sql", "target": "primary",
-             "with": {"statement": "drop table rollback_a"}},
-            {"id": "drop_b", "undoes": "make_b", "action": "sql", "target": "primary",
-             # fails if drop_a ran first: proves the reverse order
-             "with": {"statement": "drop table rollback_b; select 1 from rollback_a"}},
-        ],
-    })
+    playbook = write_playbook(
+        tmp_path,
+        {
+            "steps": [
+                {
+                    "id": "make_a",
+                    "action": "sql",
+                    "target": "primary",
+                    "with": {"statement": "create table rollback_a (x int)"},
+                },
+                {
+                    "id": "make_b",
+                    "action": "sql",
+                    "target": "primary",
+                    "with": {"statement": "create table rollback_b (x int)"},
+                },
+                {
+                    "id": "bad_check",
+                    "action": "observe",
+                    "target": "primary",
+                    "within": "200ms",
+                    "verify": [{"check": "pg.is_standby"}],
+                    "on_failure": "rollback",
+                },
+                {"id": "never", "action": "observe", "target": "primary"},
+            ],
+            "rollback": [
+                {
+                    "id": "drop_a",
+                    "undoes": "make_a",
+                    "action": "sql",
+                    "target": "primary",
+                    "with": {"statement": "drop table rollback_a"},
+                },
+                {
+                    "id": "drop_b",
+                    "undoes": "make_b",
+                    "action": "sql",
+                    "target": "primary",
+                    # fails if drop_a ran first: proves the reverse order
+                    "with": {"statement": "drop table rollback_b; select 1 from rollback_a"},
+                },
+            ],
+        },
+    )
     record = Runner(RunRequest(playbook=str(playbook), environment="lab")).run()
     assert record.status == "failed" and record.rolled_back
     assert [(s.id, s.phase, s.status) for s in record.steps] == [
-        ("make_a", "main", "passed"), ("make_b", "main", "passed"),
-        ("bad_check", "main", "failed"), ("drop_b", "rollback", "passed"),
-        ("drop_a", "rollback", "passed")]
+        ("make_a", "main", "passed"),
+        ("make_b", "main", "passed"),
+        ("bad_check", "main", "failed"),
+        ("drop_b", "rollback", "passed"),
+        ("drop_a", "rollback", "passed"),
+    ]
     check = record.steps[2].checks[0]
     assert (check.observed, check.expected, check.verdict) == ("primary", "standby", "deviated")
     primary = SqlExecutor.for_node(record.roles["primary"], _env_node(lab, record))
@@ -249,8 +308,13 @@ def test_plan_shows_commands_and_changes_nothing(lab: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "pg_ctl stop" in result.stdout and "pg_promote" in result.stdout
     assert "pg_rewind" in result.stdout and "nothing was run." in result.stdout
-    for step in ("stop_primary", "confirm_standby_caught_up", "promote_standby",
-                 "rejoin_old_primary", "restart_old_primary"):
+    for step in (
+        "stop_primary",
+        "confirm_standby_caught_up",
+        "promote_standby",
+        "rejoin_old_primary",
+        "restart_old_primary",
+    ):
         assert step in result.stdout
     assert pids_now(lab) == pids and roles_now(lab) == roles and store(lab).ids() == records
 
@@ -268,8 +332,10 @@ def lab_env_copy(home: Path, tmp_path: Path, **changes: Any) -> Path:
     [
         (["run", "pg-switchover", "--env", "nowhere"], "no environment named 'nowhere'"),
         (["run", "no-such-playbook", "--env", "lab"], "no playbook file or shipped playbook"),
-        (["run", "pg-failover", "--env", "lab", "--override", "yolo"],
-         "override yolo is not offered"),
+        (
+            ["run", "pg-failover", "--env", "lab", "--override", "yolo"],
+            "override yolo is not offered",
+        ),
         (["plan", "pg-switchover", "--env", "nowhere"], "no environment named 'nowhere'"),
     ],
 )
@@ -283,10 +349,13 @@ def test_bad_input_is_a_clear_error_with_exit_2(lab: Path, args: list[str], mess
 
 
 def test_a_role_the_environment_lacks_is_exit_2(lab: Path, tmp_path: Path) -> None:
-    playbook = write_playbook(tmp_path, {
-        "roles": ["primary", "witness"],
-        "steps": [{"id": "look", "action": "observe", "target": "witness"}],
-    })
+    playbook = write_playbook(
+        tmp_path,
+        {
+            "roles": ["primary", "witness"],
+            "steps": [{"id": "look", "action": "observe", "target": "witness"}],
+        },
+    )
     result = drctl("run", str(playbook), "--env", "lab")
     assert result.returncode == 2
     assert "needs role(s) witness, which environment 'lab' does not have" in result.stderr
@@ -305,8 +374,11 @@ def test_run_cli_summary_and_exit_1_when_an_objective_is_missed(
     lab: Path, tmp_path: Path, prefect_api: str
 ) -> None:
     wait_streaming(lab)
-    text = (REPO / "playbooks/pg-switchover.yaml").read_text().replace(
-        "    target: 60s\n", "    target: 1ms\n")
+    text = (
+        (REPO / "playbooks/pg-switchover.yaml")
+        .read_text()
+        .replace("    target: 60s\n", "    target: 1ms\n")
+    )
     playbook = tmp_path / "strict-switchover.yaml"
     playbook.write_text(text)
     result = drctl("run", str(playbook), "--env", "lab", env={"PREFECT_API_URL": prefect_api})
@@ -326,21 +398,36 @@ def test_a_killed_run_leaves_an_interrupted_record_and_a_lock(
     lab: Path, tmp_path: Path, prefect_api: str
 ) -> None:
     env = lab_env_copy(lab, tmp_path, name="lab-kill")
-    playbook = write_playbook(tmp_path, {
-        "name": "slow",
-        "steps": [
-            {"id": "first", "action": "observe", "target": "primary",
-             "verify": [{"check": "pg.is_primary"}]},
-            {"id": "long", "action": "wait", "target": "primary", "with": {"seconds": 120},
-             "timeout": "200s"},
-            {"id": "after", "action": "observe", "target": "primary"},
-        ],
-    })
+    playbook = write_playbook(
+        tmp_path,
+        {
+            "name": "slow",
+            "steps": [
+                {
+                    "id": "first",
+                    "action": "observe",
+                    "target": "primary",
+                    "verify": [{"check": "pg.is_primary"}],
+                },
+                {
+                    "id": "long",
+                    "action": "wait",
+                    "target": "primary",
+                    "with": {"seconds": 120},
+                    "timeout": "200s",
+                },
+                {"id": "after", "action": "observe", "target": "primary"},
+            ],
+        },
+    )
     exe = Path(sys.executable).parent / "drctl"
     proc = subprocess.Popen(
         [str(exe), "run", str(playbook), "--env", str(env)],
-        env={**os.environ, "PREFECT_API_URL": prefect_api}, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 120

@@ -61,7 +61,9 @@ def test_a_good_playbook_loads(tmp_path: Path) -> None:
 
 
 def test_unknown_key_names_file_line_and_step(tmp_path: Path) -> None:
-    path = write(tmp_path, GOOD.replace("    target: primary\n", "    target: primary\n    colour: red\n"))
+    path = write(
+        tmp_path, GOOD.replace("    target: primary\n", "    target: primary\n    colour: red\n")
+    )
     [problem] = problems_of(path)
     assert problem == f"{path}:10 [step look]: unknown key 'colour'"
 
@@ -103,8 +105,10 @@ def test_duplicate_keys_and_step_ids(tmp_path: Path) -> None:
 
 
 def test_check_parameters_and_milestones_are_checked(tmp_path: Path) -> None:
-    text = GOOD.replace("      - check: pg.is_primary\n",
-                        "      - check: pg.replay_lag\n        with: {max: fast}\n")
+    text = GOOD.replace(
+        "      - check: pg.is_primary\n",
+        "      - check: pg.replay_lag\n        with: {max: fast}\n",
+    )
     text += "objectives:\n  rto: 5m\n"
     found = problems_of(write(tmp_path, text))
     assert any("[step look]" in p and "parameter 'max'" in p for p in found)
@@ -122,12 +126,16 @@ def test_cli_validate_exits_2_with_every_problem_and_no_traceback(tmp_path: Path
 
 
 def test_cli_validate_accepts_environments(tmp_path: Path) -> None:
-    env = write(tmp_path, """\
+    env = write(
+        tmp_path,
+        """\
         name: site
         protected: true
         nodes:
           db1: {role: primary, host: 127.0.0.1, port: 5432, oops: 1}
-        """, "env.yaml")
+        """,
+        "env.yaml",
+    )
     result = drctl("validate", str(env))
     assert result.returncode == 2
     assert f"{env}:4: unknown key 'oops'" in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from drills.durations import Duration
@@ -86,9 +88,9 @@ def replay_lag(probe: Probe, role: str, params: LagParams) -> Observation:
     )
 
 
-def down(probe: Probe, role: str, params: NoParams) -> Observation:
-    """The server is not running on its host (pg_ctl status), not merely unreachable."""
-    _name, node = probe.node(role)
+def postmaster_state(probe: Probe, role: str) -> str:
+    """'running', 'not running', or 'dead, not yet reaped' for the role's server on its host."""
+    _, node = probe.node(role)
     assert node.postgres is not None
     try:
         result = probe.run(
@@ -96,11 +98,28 @@ def down(probe: Probe, role: str, params: NoParams) -> Observation:
             [f"{node.postgres.bin_dir}/pg_ctl", "status", "-D", node.postgres.data_dir],
             timeout=10,
         )
-        return Observation(f"running: {result.output.splitlines()[0]}", "not running", False)
     except CommandFailed as exc:
         if exc.returncode == 3:
-            return Observation("not running", "not running", True)
+            return "not running"
         raise
+    # pg_ctl asks kill(pid, 0), which a dead postmaster not yet reaped by its parent (a zombie)
+    # still answers; the kernel's process state tells the truth.
+    match = re.search(r"PID: (\d+)", result.output)
+    if match:
+        try:
+            stat = probe.run(role, ["cat", f"/proc/{match.group(1)}/stat"], timeout=5).stdout
+            state = stat.rpartition(")")[2].split()[0]
+        except (CommandFailed, IndexError):
+            return "not running"
+        if state in ("Z", "X"):
+            return "dead, not yet reaped"
+    return "running"
+
+
+def down(probe: Probe, role: str, params: NoParams) -> Observation:
+    """The server is not running on its host (pg_ctl status), not merely unreachable."""
+    state = postmaster_state(probe, role)
+    return Observation(state, "not running", state != "running")
 
 
 def rejects_writes(probe: Probe, role: str, params: NoParams) -> Observation:
