@@ -172,6 +172,7 @@ class Runner:
         progress: Progress | None = None,
         orchestrator: dict[str, Any] | None = None,
         store: RecordStore | None = None,
+        interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit),
     ) -> None:
         self.request = request
         self.loaded = load_playbook(resolve_playbook(request.playbook))
@@ -179,6 +180,7 @@ class Runner:
         self.env = resolve_environment(request.environment)
         check_request(self.loaded, self.env, request)
         self.invoke = invoke
+        self.interrupts = interrupts
         self.progress: Progress = progress or SilentProgress()
         self.orchestrator = orchestrator or {}
         self.store = store or RecordStore(subdir("records"), subdir("locks"))
@@ -239,8 +241,13 @@ class Runner:
                     status = "failed"
                     reason = self._decide(_missed_sentence(missed))
             return self._end(status, reason, rolled_back=rolled_back)
-        except KeyboardInterrupt:
-            self._end("interrupted", self._decide("interrupted by the operator"))
+        except self.interrupts as exc:
+            what = (
+                "the operator (Ctrl-C)"
+                if isinstance(exc, KeyboardInterrupt)
+                else (f"a signal ({type(exc).__name__})")
+            )
+            self._end("interrupted", self._decide(f"interrupted by {what}"))
             raise
         except BaseException as exc:
             log.exception("drctl internal error")
@@ -251,6 +258,8 @@ class Runner:
             for writer in writers:
                 if writer is not None:
                     writer.stop()
+            if self.targets is not None:
+                self.targets.close()
             if self.journal is not None:
                 self.journal.close()
             lock.release()

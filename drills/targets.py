@@ -108,7 +108,7 @@ class Targets:
     def sql(self, role: str) -> SqlExecutor:
         name, node = self.node(role)
         if name not in self._sql:
-            self._sql[name] = SqlExecutor.for_node(name, node)
+            self._sql[name] = SqlExecutor.for_node(name, node, keep_open=True)
         return self._sql[name]
 
     def host(self, role: str) -> LocalExecutor:
@@ -123,3 +123,13 @@ class Targets:
         _, node = self.node(role)
         user = node.postgres.os_user if node.postgres else None
         return self.host(role).run(argv, user=user, timeout=timeout)
+
+    def read_file(self, role: str, path: str) -> str | None:
+        _, node = self.node(role)
+        user = node.postgres.os_user if node.postgres else None
+        return self.host(role).read_file(path, user=user)
+
+    def close(self) -> None:
+        for executor in self._sql.values():
+            executor.close()
+        self._sql.clear()

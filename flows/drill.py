@@ -15,6 +15,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.context import get_run_context
+from prefect.exceptions import TerminationSignal
 from prefect.states import Completed, Failed
 
 from drills.record import StepRecord
@@ -66,7 +67,12 @@ def drill(request: RunRequest) -> State[Any]:
         "prefect_api": prefect_api(),
     }
     runner = Runner(
-        request, invoke=step_as_task, progress=progress_var.get(), orchestrator=orchestrator
+        request,
+        invoke=step_as_task,
+        progress=progress_var.get(),
+        orchestrator=orchestrator,
+        # Prefect turns SIGTERM (a cancelled or stopped worker) into TerminationSignal.
+        interrupts=(KeyboardInterrupt, SystemExit, TerminationSignal),
     )
     record = runner.run()
     message = f"{record.status}: {record.reason} (record {record.id})"

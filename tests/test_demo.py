@@ -35,15 +35,26 @@ def test_demo_runs_both_drills_and_leaves_nothing_running() -> None:
     home = Path(tempfile.mkdtemp(prefix="drctl-demo-test-", dir="/tmp"))
     home.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({"DRCTL_HOME": str(home), "PREFECT_HOME": str(home / "prefect"),
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"})
+    env.update(
+        {
+            "DRCTL_HOME": str(home),
+            "PREFECT_HOME": str(home / "prefect"),
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        }
+    )
     try:
         result = drctl("demo", env=env, timeout=600)
         out = result.stdout
         assert result.returncode == 0, out + result.stderr
         assert "Traceback" not in out + result.stderr
-        for expected in ("pg-switchover", "pg-failover", "write outage", "lost writes",
-                         f"records: {home / 'records'}", "lab down: stopped pg1"):
+        for expected in (
+            "pg-switchover",
+            "pg-failover",
+            "write outage",
+            "lost writes",
+            f"records: {home / 'records'}",
+            "lab down: stopped pg1",
+        ):
             assert expected in out
         listed = json.loads(drctl("records", "list", "--json", env=env).stdout)
         assert [r["playbook"] for r in listed] == ["pg-failover", "pg-switchover"]  # newest first

@@ -94,3 +94,23 @@ class LocalExecutor:
                 host=self.host,
             )
         return result
+
+    def read_file(self, path: str, *, user: str | None = None) -> str | None:
+        """A file's text, or None when it does not exist. Read in-process when we may; as
+        ``user`` through ``cat`` when only that user may."""
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            if not user:
+                raise ExecutorError(f"not allowed to read {path}", host=self.host) from None
+        except OSError as exc:
+            raise ExecutorError(f"cannot read {path}: {exc}", host=self.host) from exc
+        result = self.run(["cat", path], user=user, timeout=10, check=False)
+        if result.returncode != 0:
+            if "No such file" in result.stderr:
+                return None
+            raise ExecutorError(f"cannot read {path}: {result.output}", host=self.host)
+        return result.stdout

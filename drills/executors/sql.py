@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -45,43 +46,74 @@ def redact(dsn: str) -> str:
 
 
 class SqlExecutor:
-    """Connects to one PostgreSQL server. ``host`` names it in errors."""
+    """Connects to one PostgreSQL server. ``host`` names it in errors.
 
-    def __init__(self, dsn: str, *, host: str) -> None:
+    With ``keep_open`` the connection is kept between queries, which a check polled every few
+    milliseconds needs; a kept connection that fails is replaced once by a fresh one before the
+    failure counts, so a server restarted under it is never mistaken for one that is down.
+    """
+
+    def __init__(self, dsn: str, *, host: str, keep_open: bool = False) -> None:
         self.dsn = dsn
         self.host = host
+        self.keep_open = keep_open
+        self._conn: psycopg.Connection | None = None
+        self._timeout_ms: int | None = None
 
     @classmethod
-    def for_node(cls, name: str, node: Node) -> SqlExecutor:
-        return cls(node_dsn(node, with_password=True), host=name)
+    def for_node(cls, name: str, node: Node, *, keep_open: bool = False) -> SqlExecutor:
+        return cls(node_dsn(node, with_password=True), host=name, keep_open=keep_open)
 
-    @contextmanager
-    def connect(self, *, statement_timeout: float | None = None) -> Iterator[psycopg.Connection]:
+    def _open(self) -> psycopg.Connection:
         try:
-            conn = psycopg.connect(self.dsn, autocommit=True)
+            return psycopg.connect(self.dsn, autocommit=True)
         except psycopg.OperationalError as exc:
             raise ConnectionFailed(_first_line(exc), host=self.host) from exc
         except psycopg.ProgrammingError as exc:
             raise InputError(f"invalid connection string: {_first_line(exc)}") from exc
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
         try:
-            if statement_timeout is not None:
-                conn.execute(f"SET statement_timeout = {int(statement_timeout * 1000)}")
-            yield conn
+            yield
         except psycopg.errors.QueryCanceled as exc:
             raise CommandTimeout(_first_line(exc), host=self.host) from exc
         except psycopg.OperationalError as exc:
             raise ConnectionFailed(_first_line(exc), host=self.host) from exc
         except psycopg.Error as exc:
             raise CommandFailed(_first_line(exc), returncode=1, host=self.host) from exc
-        finally:
-            conn.close()
+
+    def _run(
+        self, conn: psycopg.Connection, sql: str, params: Sequence[Any] | None, timeout: float
+    ) -> list[Row]:
+        with self._translated():
+            timeout_ms = int(timeout * 1000)
+            if timeout_ms != self._timeout_ms or not self.keep_open:
+                conn.execute(f"SET statement_timeout = {timeout_ms}")
+                self._timeout_ms = timeout_ms
+            cur = conn.execute(sql, params)
+            return list(cur.fetchall()) if cur.description else []
 
     def query(
         self, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 10.0
     ) -> list[Row]:
-        with self.connect(statement_timeout=timeout) as conn:
-            cur = conn.execute(sql, params)
-            return list(cur.fetchall()) if cur.description else []
+        if not self.keep_open:
+            conn = self._open()
+            try:
+                return self._run(conn, sql, params, timeout)
+            finally:
+                conn.close()
+        while True:
+            fresh = self._conn is None
+            if self._conn is None:
+                self._conn = self._open()
+                self._timeout_ms = None
+            try:
+                return self._run(self._conn, sql, params, timeout)
+            except ConnectionFailed:
+                self.close()
+                if fresh:
+                    raise
 
     def scalar(
         self, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 10.0
@@ -89,12 +121,11 @@ class SqlExecutor:
         rows = self.query(sql, params, timeout=timeout)
         return rows[0][0] if rows else None
 
-    def reachable(self) -> bool:
-        try:
-            self.scalar("SELECT 1", timeout=2)
-        except ConnectionFailed:
-            return False
-        return True
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
 
 
 def _first_line(exc: BaseException) -> str:
