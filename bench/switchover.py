@@ -28,7 +28,6 @@ import contextlib
 import itertools
 import math
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -49,6 +48,7 @@ from psycopg import conninfo
 # drills imports no Prefect: safe before the environment below is set. flows.drill (which does)
 # is imported only after ``configure_environment``.
 from drills import canary
+from drills.actions import standby_config
 from drills.clock import Clock
 from drills.environment import Environment, Node, PostgresAccess, read_password
 from drills.executors.local import LocalExecutor
@@ -231,16 +231,6 @@ def _controldata(local: LocalExecutor, pg: PostgresAccess) -> dict[str, str]:
     }
 
 
-def _standby_auto_conf(existing: str, port: int, primary_conninfo: str) -> str:
-    kept = [
-        line
-        for line in existing.splitlines()
-        if not re.match(r"\s*(port|primary_conninfo|primary_slot_name)\s*=", line)
-    ]
-    quoted = primary_conninfo.replace("'", "''")
-    return "\n".join([*kept, f"port = {port}", f"primary_conninfo = '{quoted}'", ""])
-
-
 @contextlib.contextmanager
 def _probe(env: Environment, nodes: list[str], run_id: str) -> Iterator[tuple[Any, Clock]]:
     dsn, ports = canary.writer_dsn(env, nodes)
@@ -354,7 +344,7 @@ def hand_round(index: int, stop_mode: str) -> SwitchoverRound:
                 ["sh", "-c", 'cat > "$1"', "sh", auto_conf],
                 user=old_pg.os_user,
                 timeout=10,
-                input=_standby_auto_conf(existing, old.port, primary_conninfo),
+                input=standby_config(existing, old.port, primary_conninfo),
             )
             local.run(
                 ["touch", f"{old_pg.data_dir}/standby.signal"], user=old_pg.os_user, timeout=10

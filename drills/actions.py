@@ -177,7 +177,7 @@ def _rewind_argv(pg: PostgresAccess, source: str) -> list[str]:
     ]
 
 
-def _standby_config(existing: str, port: int, conninfo: str) -> str:
+def standby_config(existing: str, port: int, conninfo: str) -> str:
     """postgresql.auto.conf with our port and primary_conninfo: pg_rewind copies the source's."""
     kept = [
         line
@@ -240,7 +240,7 @@ def rejoin_run(targets: Targets, role: str, params: RejoinParams, timeout: float
         ["sh", "-c", 'cat > "$1"', "sh", auto_conf],
         user=pg.os_user,
         timeout=10,
-        input=_standby_config(existing, node.port, conninfo),
+        input=standby_config(existing, node.port, conninfo),
     )
     targets.run(role, ["touch", f"{pg.data_dir}/standby.signal"], timeout=10)
     # No waiting in pg_ctl (it checks every 100 ms): the step's checks poll for the standby.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -295,9 +296,9 @@ def records_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
     if json_out:
         print(json.dumps([_summary(r) for r in records], indent=2, ensure_ascii=False))
         return
-    table = Table()
+    table = Table(box=box.SIMPLE_HEAD)
     table.add_column("id", no_wrap=True)
-    for column in ("status", "mode", "took", "objectives met"):
+    for column in ("status", "mode", "took", "met"):
         table.add_column(column, no_wrap=True)
     from drills.console import styled
     from drills.durations import format_seconds
@@ -380,7 +381,7 @@ def demo(
             for message in down.messages:
                 console.print(message)
     console.rule("[bold]summary")
-    table = Table()
+    table = Table(box=box.SIMPLE_HEAD, caption="steps passed; outage: writes; lost: writes")
     for column in (
         "drill",
         "status",

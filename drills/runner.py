@@ -129,7 +129,7 @@ def environment_snapshot(env: Environment) -> dict[str, Any]:
         "protected": env.protected,
         "nodes": {
             name: {
-                "role": node.role,
+                "configured_role": node.role,
                 "host": node.host,
                 "port": node.port,
                 "executor": node.executor,
@@ -356,12 +356,7 @@ class Runner:
             now = self.clock.now()
             only = " and ".join(m.value for m in step.modes)
             record = StepRecord(
-                id=step.id,
-                phase=phase,
-                title=step.title.model_dump() if step.title else None,
-                action=step.action,
-                target=step.target,
-                node=node,
+                **_step_identity(step, phase, node),
                 status="skipped",
                 attempts=0,
                 started_at=now.at,
@@ -442,12 +437,7 @@ class Runner:
                     f"{self.request.operator}"
                 )
         return StepRecord(
-            id=step.id,
-            phase=phase,
-            title=step.title.model_dump() if step.title else None,
-            action=step.action,
-            target=step.target,
-            node=node,
+            **_step_identity(step, phase, node),
             status=status,
             attempts=attempts,
             started_at=started.at,
@@ -547,6 +537,18 @@ class Runner:
         record = build_record(read_journal(self.store.journal_path(self.run_id)))
         self.store.write(record)
         return record
+
+
+def _step_identity(step: Step, phase: str, node: str) -> dict[str, Any]:
+    """The fields of a step record that say which step it is, whatever became of it."""
+    return {
+        "id": step.id,
+        "phase": phase,
+        "title": step.title.model_dump() if step.title else None,
+        "action": step.action,
+        "target": step.target,
+        "node": node,
+    }
 
 
 def _missed_sentence(missed: list[ObjectiveResult]) -> str:
