@@ -8,6 +8,7 @@ from rich.table import Table
 
 from drills.durations import format_seconds
 from drills.environment import Environment
+from drills.listeners import Listener
 from drills.loader import LoadedPlaybook
 from drills.playbook import Step
 from drills.record import Record, StepRecord
@@ -29,7 +30,7 @@ def styled(status: str) -> str:
     return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
 
 
-class ConsoleProgress:
+class ConsoleProgress(Listener):
     """Prints one line per step as it starts and as it ends."""
 
     def __init__(self, console: Console) -> None:

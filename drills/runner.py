@@ -28,7 +28,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +40,7 @@ from drills.environment import Environment
 from drills.errors import DrillError, InputError, RefusedError
 from drills.home import subdir
 from drills.journal import Journal, read_journal
+from drills.listeners import Fanout, Progress
 from drills.loader import LoadedPlaybook, load_playbook, resolve_environment, resolve_playbook
 from drills.lock import EnvironmentLock
 from drills.playbook import Mode, OnFailure, Step
@@ -86,35 +87,6 @@ Invoker = Callable[[str, StepFn], StepRecord]
 
 def direct(step_id: str, fn: StepFn) -> StepRecord:
     return fn()
-
-
-class Progress(Protocol):
-    def started(self, run_id: str, loaded: LoadedPlaybook, env: Environment) -> None: ...
-    def roles(self, role_map: RoleMap) -> None: ...
-    def preconditions(self, checks: list[CheckResult]) -> None: ...
-    def step_started(self, step: Step, node: str, phase: str) -> None: ...
-    def step_ended(self, record: StepRecord) -> None: ...
-    def note(self, text: str) -> None: ...
-
-
-class SilentProgress:
-    def started(self, run_id: str, loaded: LoadedPlaybook, env: Environment) -> None:
-        pass
-
-    def roles(self, role_map: RoleMap) -> None:
-        pass
-
-    def preconditions(self, checks: list[CheckResult]) -> None:
-        pass
-
-    def step_started(self, step: Step, node: str, phase: str) -> None:
-        pass
-
-    def step_ended(self, record: StepRecord) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
 
 
 def new_run_id(playbook: str, environment: str, now: float) -> str:
@@ -169,7 +141,7 @@ class Runner:
         request: RunRequest,
         *,
         invoke: Invoker = direct,
-        progress: Progress | None = None,
+        progress: Progress | list[Progress] | None = None,
         orchestrator: dict[str, Any] | None = None,
         store: RecordStore | None = None,
         interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit),
@@ -181,7 +153,9 @@ class Runner:
         check_request(self.loaded, self.env, request)
         self.invoke = invoke
         self.interrupts = interrupts
-        self.progress: Progress = progress or SilentProgress()
+        self.progress = Fanout(
+            progress if isinstance(progress, list) else [progress] if progress else []
+        )
         self.orchestrator = orchestrator or {}
         self.store = store or RecordStore(subdir("records"), subdir("locks"))
         self.clock = Clock()
@@ -536,6 +510,7 @@ class Runner:
         assert self.journal is not None
         record = build_record(read_journal(self.store.journal_path(self.run_id)))
         self.store.write(record)
+        self.progress.finished(record)
         return record
 
 

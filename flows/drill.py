@@ -18,8 +18,9 @@ from prefect.context import get_run_context
 from prefect.exceptions import TerminationSignal
 from prefect.states import Completed, Failed
 
+from drills.listeners import Progress
 from drills.record import StepRecord
-from drills.runner import Progress, Runner, RunRequest, StepFn
+from drills.runner import Runner, RunRequest, StepFn
 
 # The CLI's progress display, handed to the flow in-process (it is not a flow parameter: the UI
 # has no terminal to draw on).
