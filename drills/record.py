@@ -46,6 +46,9 @@ class StepRecord(Model):
     offsets: StepOffsets
     duration_seconds: float
     output: str = ""
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="What the action measured or produced, as values."
+    )
     error: str | None = None
     checks: list[CheckResult] = Field(default_factory=list)
     milestone: str | None = None

@@ -365,10 +365,12 @@ class Runner:
         params = spec.params.model_validate(step.with_)
         started = self.clock.now()
         attempts, output, error = 0, "", None
+        data: dict[str, Any] = {}
         while True:
             attempts += 1
             try:
-                output = spec.run(self.targets, step.target, params, step.timeout).output
+                result = spec.run(self.targets, step.target, params, step.timeout)
+                output, data = result.output, result.data
                 error = None
                 break
             except DrillError as exc:
@@ -426,6 +428,7 @@ class Runner:
             ),
             duration_seconds=round(ended.offset - started.offset, 6),
             output=output[-OUTPUT_EXCERPT:],
+            data=data,
             error=error,
             checks=checks,
             milestone=step.milestone,
