@@ -27,6 +27,8 @@ from psycopg import conninfo
 
 from drills.clock import Clock, utc_iso
 from drills.environment import Environment, read_password
+from drills.errors import DrillError
+from drills.executors.http import HttpExecutor
 from drills.record import CanaryResult, WriteOutage
 
 SCHEMA_SQL = (
@@ -120,6 +122,48 @@ class _Writer(threading.Thread):
             self._stop_event.wait(self.interval)
         if self._conn is not None:
             self._conn.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
+class ServiceProbe(threading.Thread):
+    """Registers a patient through the application every few milliseconds and reads it back:
+    the longest stretch without a successful round trip is the service outage."""
+
+    def __init__(
+        self, http: HttpExecutor, ports: dict[int, str], clock: Clock, interval: float
+    ) -> None:
+        super().__init__(name="drctl-service-probe", daemon=True)
+        self.http, self.ports, self.clock, self.interval = http, ports, clock, interval
+        self.log = WriterLog()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        seq = 0
+        while not self._stop_event.is_set():
+            seq += 1
+            self.log.attempts += 1
+            try:
+                created = self.http.request(
+                    "POST",
+                    "/registrations",
+                    body={"patient_name": f"drctl-probe-{seq}", "department": "drctl"},
+                )
+                record = created.json() if created.status == 201 else None
+                if not isinstance(record, dict):
+                    raise ValueError(f"POST answered HTTP {created.status}")
+                read = self.http.request("GET", f"/registrations/{record.get('id')}")
+                if read.status != 200:
+                    raise ValueError(f"GET answered HTTP {read.status}")
+                mono, wall = time.monotonic(), time.time()
+                node = self.ports.get(int(record.get("served_by_port") or 0), "?")
+                self.log.acks.append(Write(seq, self.clock.offset_of(mono), wall, node))
+            except (DrillError, ValueError) as exc:
+                self.log.failures += 1
+                self.log.last_error = str(exc)[:200]
+            self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
         self._stop_event.set()

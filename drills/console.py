@@ -123,6 +123,11 @@ def measurements_line(record: Record) -> str:
     m = record.measurements
     parts = [
         f"write outage {format_seconds(m.write_outage_seconds)}",
+        *(
+            [f"service outage {format_seconds(m.service_outage_seconds)}"]
+            if m.service_probe is not None
+            else []
+        ),
         f"lost writes {m.lost_writes if m.lost_writes is not None else '—'}",
         f"RPO {format_seconds(m.rpo_seconds)}",
     ]
@@ -137,7 +142,11 @@ def print_record(console: Console, record: Record, path: str | None = None) -> N
     console.print(steps_table(record))
     if record.objectives:
         console.print(objectives_table(record))
-    if record.measurements.write_probe or record.measurements.canary:
+    if (
+        record.measurements.write_probe
+        or record.measurements.canary
+        or record.measurements.service_probe
+    ):
         console.print(measurements_line(record), highlight=False)
     for override in record.overrides_used:
         console.print(f"[yellow]override used: {override}[/]")

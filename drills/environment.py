@@ -58,6 +58,14 @@ class PostgresAccess(Strict):
     connect_timeout: int = Field(default=3, ge=1, le=60)
 
 
+class HttpAccess(Strict):
+    base_url: str = Field(
+        pattern=r"^https?://", description="Where the service answers, e.g. http://127.0.0.1:8080"
+    )
+    health_path: str = "/health"
+    timeout: float = Field(default=3.0, gt=0, le=60)
+
+
 class Node(Strict):
     role: str = Field(description="The role the node was given (primary, standby, app, ...).")
     host: str = Field(description="Address drctl connects to.")
@@ -66,6 +74,7 @@ class Node(Strict):
         default="local", description="How commands reach the host: local process or SSH."
     )
     postgres: PostgresAccess | None = None
+    http: HttpAccess | None = None
 
 
 class Environment(Strict):

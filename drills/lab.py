@@ -41,6 +41,7 @@ import yaml
 from psycopg import conninfo
 from pydantic import ValidationError
 
+from drills import his
 from drills.environment import Environment
 from drills.errors import CommandFailed, DrillError, ExecutorError, LabError
 from drills.executors.local import LocalExecutor
@@ -168,6 +169,14 @@ class Lab:
 
     # ------------------------------------------------------------------ public
 
+    @property
+    def his_state(self) -> Path:
+        return self.lab_dir / "his.json"
+
+    @property
+    def his_log(self) -> Path:
+        return self.lab_dir / "his.log"
+
     def exists(self) -> bool:
         with _lab_errors(f"cannot look for the lab state {self.state_file}"):
             return self.state_file.exists()
@@ -199,6 +208,10 @@ class Lab:
         state = self._load_state(lenient=True)
         stopped: list[str] = []
         messages: list[str] = []
+        app_pid = his.stop(self.his_state)
+        if app_pid is not None:
+            stopped.append(f"HIS stand-in (pid {app_pid})")
+        self.his_log.unlink(missing_ok=True)
         for node in state.nodes:
             pid = self._stop_node(node, state)
             if pid is None:
@@ -335,10 +348,14 @@ class Lab:
             step = f"waiting for {standby.name} to stream from {primary.name}"
             _wait_streaming(primary, standby, STREAMING_TIMEOUT)
 
+            step = "starting the HIS stand-in (the lab's application tier)"
+            log = self.his_log
+            app = his.start(self.his_state, self.his_log, _his_dsn(nodes))
+
             step = f"writing {self.environment_file}"
             log = None
             wrote_environment = True
-            self._write_environment(nodes, pg_bin, os_user)
+            self._write_environment(nodes, pg_bin, os_user, app.port)
             step = f"writing {self.state_file}"
             self._write_state(_State(pg_bin, os_user, ready=True, nodes=nodes))
         except BaseException as exc:
@@ -361,6 +378,7 @@ class Lab:
             f"standby {standby.name} on {HOST}:{standby.port} ({standby.data_dir}), "
             f"streaming from {primary.name}"
         )
+        messages.append(f"HIS stand-in on {app.base_url} (pid {app.pid}), following the primary")
         messages.append(f"wrote {self.environment_file}: use --env {ENVIRONMENT_NAME}")
         return UpResult(
             created=True,
@@ -406,9 +424,15 @@ class Lab:
                     message += f"\nlast lines of {node.log_file}:\n{tail}"
                 raise LabError(message) from exc
             messages.append(f"started {node.name} (pid {_running_pid(node.data_dir)})")
-        if not self.environment_file.exists() and state.pg_bin is not None:
-            self._write_environment(state.nodes, state.pg_bin, state.os_user)
-            messages.append(f"wrote {self.environment_file} again")
+        app = his.running(self.his_state)
+        if app is None:
+            try:
+                app = his.start(self.his_state, self.his_log, _his_dsn(state.nodes))
+            except (RuntimeError, OSError) as exc:
+                raise LabError(f"could not start the HIS stand-in: {exc}") from exc
+            messages.append(f"started the HIS stand-in on {app.base_url} (pid {app.pid})")
+        if state.pg_bin is not None:
+            self._write_environment(state.nodes, state.pg_bin, state.os_user, app.port)
         return UpResult(
             created=False,
             nodes=self.status(),
@@ -425,6 +449,12 @@ class Lab:
     ) -> list[str]:
         """Stop and remove what a failed ``up`` started and created. Returns what failed."""
         problems: list[str] = []
+        try:
+            his.stop(self.his_state)
+        except OSError as exc:
+            problems.append(f"HIS stand-in: {exc}")
+        with contextlib.suppress(OSError):
+            self.his_log.unlink(missing_ok=True)
         for node in reversed(started):
             try:
                 self._stop_node(node, state)
@@ -619,10 +649,13 @@ class Lab:
 
     # ------------------------------------------------------------------ files
 
-    def _environment(self, nodes: list[LabNode], pg_bin: Path, os_user: str | None) -> Environment:
+    def _environment(
+        self, nodes: list[LabNode], pg_bin: Path, os_user: str | None, app_port: int | None = None
+    ) -> Environment:
         data: dict[str, Any] = {
             "name": ENVIRONMENT_NAME,
-            "description": "Local PostgreSQL lab: primary pg1 and streaming standby pg2 on "
+            "description": "Local lab: PostgreSQL primary pg1, streaming standby pg2 and a HIS "
+            "stand-in (app) on "
             "127.0.0.1, made by `drctl lab up`.",
             "protected": False,
             "nodes": {},
@@ -644,13 +677,23 @@ class Lab:
                 "executor": "local",
                 "postgres": postgres,
             }
+        if app_port is not None:
+            data["nodes"]["app"] = {
+                "role": "app",
+                "host": HOST,
+                "port": app_port,
+                "executor": "local",
+                "http": {"base_url": f"http://{HOST}:{app_port}"},
+            }
         try:
             return Environment.model_validate(data)
         except ValidationError as exc:
             raise LabError(f"the lab's environment would be invalid: {exc}") from exc
 
-    def _write_environment(self, nodes: list[LabNode], pg_bin: Path, os_user: str | None) -> None:
-        environment = self._environment(nodes, pg_bin, os_user)
+    def _write_environment(
+        self, nodes: list[LabNode], pg_bin: Path, os_user: str | None, app_port: int | None = None
+    ) -> None:
+        environment = self._environment(nodes, pg_bin, os_user, app_port)
         data = environment.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
         data.pop("objectives", None)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -1063,3 +1106,17 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, DrillError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def _his_dsn(nodes: list[LabNode]) -> str:
+    """The stand-in's DSN: every lab server, and libpq picks the one that takes writes."""
+    return conninfo.make_conninfo(
+        "",
+        host=",".join(n.host for n in nodes),
+        port=",".join(str(n.port) for n in nodes),
+        user=DB_USER,
+        dbname=DATABASE,
+        target_session_attrs="read-write",
+        connect_timeout=1,
+        application_name="his-standin",
+    )

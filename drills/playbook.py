@@ -101,7 +101,7 @@ class Objective(Strict):
     target: Duration
     from_: str | None = Field(default=None, alias="from", pattern=ID_PATTERN)
     to: str | None = Field(default=None, pattern=ID_PATTERN)
-    measure: Literal["rpo", "write_outage"] | None = None
+    measure: Literal["rpo", "write_outage", "service_outage"] | None = None
     source: str = Field(default="", description="Where the target comes from (contract, level).")
 
     @model_validator(mode="after")
@@ -120,6 +120,7 @@ WELL_KNOWN_OBJECTIVES: dict[str, dict[str, str]] = {
     "response": {"from": "incident_declared", "to": "engineer_acknowledged"},
     "rpo": {"measure": "rpo"},
     "write_outage": {"measure": "write_outage"},
+    "service_outage": {"measure": "service_outage"},
 }
 
 
@@ -132,6 +133,12 @@ class Measurements(Strict):
         default_factory=lambda: ["primary", "standby"],
         description="Roles whose nodes the writers may reach; they follow whichever is writable.",
     )
+    service_probe: bool = Field(
+        default=False,
+        description="Register patients through the application during the drill (service outage).",
+    )
+    service_role: str = Field(default="app", description="Role of the application node.")
+    service_probe_interval: Duration = 0.05
     settle: Duration = Field(
         default=2.0,
         description="After the last step, wait at most this long for a write on the "

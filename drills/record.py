@@ -98,9 +98,11 @@ class CanaryResult(Model):
 
 class Measurements(Model):
     write_outage_seconds: float | None = None
+    service_outage_seconds: float | None = None
     lost_writes: int | None = None
     rpo_seconds: float | None = None
     write_probe: WriteOutage | None = None
+    service_probe: WriteOutage | None = None
     canary: CanaryResult | None = None
 
 
@@ -150,6 +152,8 @@ def evaluate_objectives(
                 measured = measurements.rpo_seconds
                 if measurements.lost_writes:
                     basis += f" ({measurements.lost_writes} acknowledged canary writes lost)"
+            elif objective.measure == "service_outage":
+                measured = measurements.service_outage_seconds
             else:
                 measured = measurements.write_outage_seconds
             if measured is None:

@@ -27,6 +27,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -135,6 +136,25 @@ def check_request(loaded: LoadedPlaybook, env: Environment, request: RunRequest)
         )
 
 
+@dataclass
+class Instruments:
+    """The background measurements of a run; each one is optional."""
+
+    canary_writer: canary.CanaryWriter | None = None
+    write_probe: canary.WriteProbe | None = None
+    service_probe: canary.ServiceProbe | None = None
+
+    def threads(self) -> list[canary.CanaryWriter | canary.WriteProbe | canary.ServiceProbe]:
+        return [
+            t for t in (self.canary_writer, self.write_probe, self.service_probe) if t is not None
+        ]
+
+    def stop(self) -> None:
+        for thread in self.threads():
+            if thread.is_alive():
+                thread.stop()
+
+
 class Runner:
     def __init__(
         self,
@@ -186,7 +206,7 @@ class Runner:
         lock = EnvironmentLock(subdir("locks"), self.env.name)
         lock.acquire(self.run_id, self.clock.started_wall)
         self.journal = Journal(self.store.journal_path(self.run_id))
-        writers: tuple[canary.CanaryWriter | None, canary.WriteProbe | None] = (None, None)
+        writers = Instruments()
         try:
             self._start()
             try:
@@ -203,8 +223,7 @@ class Runner:
                 return self._end("aborted", gate)
             writers = self._start_writers(role_map)
             status, reason, rolled_back = self._steps()
-            measurements = self._stop_writers(*writers)
-            writers = (None, None)
+            measurements = self._stop_writers(writers)
             self._event("measurements", measurements=measurements.model_dump())
             objectives = evaluate_objectives(
                 self.playbook.objectives, self.milestones, measurements
@@ -229,9 +248,7 @@ class Runner:
             self._end("failed", self._decide(f"drctl internal error: {exc!r}"))
             raise
         finally:
-            for writer in writers:
-                if writer is not None:
-                    writer.stop()
+            writers.stop()
             if self.targets is not None:
                 self.targets.close()
             if self.journal is not None:
@@ -438,71 +455,77 @@ class Runner:
 
     # -- measurements ------------------------------------------------------------------------
 
-    def _start_writers(
-        self, role_map: RoleMap
-    ) -> tuple[canary.CanaryWriter | None, canary.WriteProbe | None]:
+    def _start_writers(self, role_map: RoleMap) -> Instruments:
         m = self.playbook.measurements
-        if not (m.canary or m.write_probe):
-            return None, None
-        nodes = [role_map.roles[r] for r in m.writer_roles if r in role_map.roles]
-        dsn, ports = canary.writer_dsn(self.env, nodes)
-        canary.prepare(dsn)
-        writer = (
-            canary.CanaryWriter(dsn, ports, self.run_id, self.clock, m.canary_interval)
-            if m.canary
-            else None
-        )
-        probe = (
-            canary.WriteProbe(dsn, ports, self.run_id, self.clock, m.write_probe_interval)
-            if m.write_probe
-            else None
-        )
-        for thread in (writer, probe):
-            if thread is not None:
-                thread.start()
+        found = Instruments()
+        if m.canary or m.write_probe:
+            nodes = [role_map.roles[r] for r in m.writer_roles if r in role_map.roles]
+            dsn, ports = canary.writer_dsn(self.env, nodes)
+            canary.prepare(dsn)
+            if m.canary:
+                found.canary_writer = canary.CanaryWriter(
+                    dsn, ports, self.run_id, self.clock, m.canary_interval
+                )
+            if m.write_probe:
+                found.write_probe = canary.WriteProbe(
+                    dsn, ports, self.run_id, self.clock, m.write_probe_interval
+                )
+        if m.service_probe and self.targets is not None:
+            ports = {node.port: name for name, node in self.env.nodes.items() if node.postgres}
+            found.service_probe = canary.ServiceProbe(
+                self.targets.http(m.service_role), ports, self.clock, m.service_probe_interval
+            )
+        for thread in found.threads():
+            thread.start()
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(
-            t is not None and not t.log.acks for t in (writer, probe)
-        ):
+        while time.monotonic() < deadline and any(not t.log.acks for t in found.threads()):
             time.sleep(0.01)
-        return writer, probe
+        return found
 
-    def _stop_writers(
-        self, writer: canary.CanaryWriter | None, probe: canary.WriteProbe | None
-    ) -> Measurements:
-        if writer is None and probe is None:
+    def _stop_writers(self, found: Instruments) -> Measurements:
+        if not found.threads():
             return Measurements()
         steps_done = self.clock.now().offset
         deadline = time.monotonic() + self.playbook.measurements.settle
-        watched = probe or writer
-        assert watched is not None
-        while time.monotonic() < deadline and not any(
-            a.offset > steps_done for a in watched.log.acks[-3:]
+        # Let every instrument see the world after the last step before it stops.
+        while time.monotonic() < deadline and not all(
+            any(a.offset > steps_done for a in t.log.acks[-3:]) for t in found.threads()
         ):
             time.sleep(0.01)
-        for thread in (writer, probe):
-            if thread is not None:
-                thread.stop()
+        found.stop()
         stopped = self.clock.now().offset
-        outage = canary.analyse_write_outage(probe.log, stopped) if probe else None
+        outage = (
+            canary.analyse_write_outage(found.write_probe.log, stopped)
+            if found.write_probe
+            else None
+        )
+        service = (
+            canary.analyse_write_outage(found.service_probe.log, stopped)
+            if found.service_probe
+            else None
+        )
         canary_result = None
-        if writer is not None:
+        if found.canary_writer is not None:
             nodes = list(self.targets.roles.values()) if self.targets else []
-            dsn, ports = canary.writer_dsn(self.env, nodes)
+            dsn, ports = canary.writer_dsn(
+                self.env, [n for n in nodes if self.env.nodes[n].postgres]
+            )
             try:
                 present, port = canary.surviving_seqs(dsn, self.run_id)
                 checked_on: str | None = ports.get(int(port), port) if port.isdigit() else port
             except Exception as exc:
                 log.warning("canaries could not be read back: %s", exc)
                 present, checked_on = None, None
-            canary_result = canary.analyse_canary(writer.log, present, checked_on)
+            canary_result = canary.analyse_canary(found.canary_writer.log, present, checked_on)
         return Measurements(
             write_outage_seconds=outage.seconds if outage else None,
+            service_outage_seconds=service.seconds if service else None,
             lost_writes=canary_result.lost
             if canary_result is not None and canary_result.rpo_seconds is not None
             else None,
             rpo_seconds=canary_result.rpo_seconds if canary_result else None,
             write_probe=outage,
+            service_probe=service,
             canary=canary_result,
         )
 

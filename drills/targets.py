@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from drills.environment import Environment, Node, PostgresAccess
 from drills.errors import ConnectionFailed, InputError, RefusedError
+from drills.executors.http import HttpExecutor
 from drills.executors.local import CommandResult, LocalExecutor
 from drills.executors.sql import SqlExecutor
 
@@ -91,6 +92,7 @@ class Targets:
         self.env = env
         self.roles = roles
         self._sql: dict[str, SqlExecutor] = {}
+        self._http: dict[str, HttpExecutor] = {}
 
     def node(self, role: str) -> tuple[str, Node]:
         try:
@@ -129,7 +131,20 @@ class Targets:
         user = node.postgres.os_user if node.postgres else None
         return self.host(role).read_file(path, user=user)
 
+    def http(self, role: str) -> HttpExecutor:
+        name, node = self.node(role)
+        if node.http is None:
+            raise InputError(f"node {name} (role {role}) has no http section", host=name)
+        if name not in self._http:
+            self._http[name] = HttpExecutor(
+                node.http.base_url, host=name, timeout=node.http.timeout
+            )
+        return self._http[name]
+
     def close(self) -> None:
         for executor in self._sql.values():
             executor.close()
         self._sql.clear()
+        for client in self._http.values():
+            client.close()
+        self._http.clear()

@@ -126,6 +126,13 @@ def playbook_problems(playbook: Playbook, doc: YamlDocument) -> list[Problem]:
                     ("objectives", name), f"objective {name} measures rpo: set measurements.canary"
                 )
             )
+        if objective.measure == "service_outage" and not playbook.measurements.service_probe:
+            problems.append(
+                doc.problem(
+                    ("objectives", name),
+                    f"objective {name} measures service_outage: set measurements.service_probe",
+                )
+            )
         if objective.measure == "write_outage" and not playbook.measurements.write_probe:
             problems.append(
                 doc.problem(
@@ -133,6 +140,11 @@ def playbook_problems(playbook: Playbook, doc: YamlDocument) -> list[Problem]:
                     f"objective {name} measures write_outage: set measurements.write_probe",
                 )
             )
+    m = playbook.measurements
+    if m.service_probe and m.service_role not in playbook.roles:
+        problems.append(
+            doc.problem(("measurements", "service_role"), _role_message(m.service_role, playbook))
+        )
     writers = playbook.measurements.canary or playbook.measurements.write_probe
     for role in playbook.measurements.writer_roles if writers else []:
         if role not in playbook.roles:

@@ -103,6 +103,7 @@ def test_switchover_runs_as_a_prefect_flow(lab: Path, prefect_api: str) -> None:
         "stop_primary",
         "confirm_standby_caught_up",
         "promote_standby",
+        "verify_service",
         "rejoin_old_primary",
     ]
     assert all(s.status == "passed" for s in record.steps)
@@ -122,6 +123,17 @@ def test_switchover_runs_as_a_prefect_flow(lab: Path, prefect_api: str) -> None:
     )
     rto = next(o for o in record.objectives if o.name == "rto")
     assert rto.measured_seconds is not None and rto.measured_seconds > 0
+    assert rto.basis == "outage_started → service_restored"
+    # The service came back through the application, after the database took writes again.
+    stamps = {ms.name: ms.offset for ms in record.milestones}
+    assert stamps["outage_started"] < stamps["writes_restored"] <= stamps["service_restored"]
+    roundtrip = next(s for s in record.steps if s.id == "verify_service").checks[0]
+    assert roundtrip.check == "his.registration_roundtrip" and roundtrip.held
+    assert "written and read back" in roundtrip.observed
+    assert m.service_outage_seconds is not None and 0 < m.service_outage_seconds < 5
+    assert (
+        m.service_probe is not None and m.service_probe.first_write_node == record.roles["standby"]
+    )
     assert_timings_in_order(record)
     # One flow run, one task run per step, named after the step.
     flow_run_id = record.orchestrator["prefect_flow_run_id"]
@@ -153,6 +165,7 @@ def test_failover_crashes_fences_promotes_and_rejoins(lab: Path, prefect_api: st
     assert fence["pg.down"].observed in ("not running", "dead, not yet reaped")
     names = [m.name for m in record.milestones]
     assert names.index("incident_declared") < names.index("writes_restored")
+    assert names.index("writes_restored") < names.index("service_restored")
     m = record.measurements
     assert m.write_outage_seconds is not None and m.write_outage_seconds > 0
     assert m.lost_writes is not None and m.rpo_seconds is not None

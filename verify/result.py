@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from drills.environment import Node
+    from drills.executors.http import HttpExecutor
     from drills.executors.local import CommandResult
     from drills.executors.sql import SqlExecutor
 
@@ -53,3 +54,5 @@ class Probe(Protocol):
     def run(self, role: str, argv: list[str], *, timeout: float = 30.0) -> CommandResult: ...
 
     def read_file(self, role: str, path: str) -> str | None: ...
+
+    def http(self, role: str) -> HttpExecutor: ...
