@@ -78,11 +78,17 @@ def lab_up(
 @lab_app.command("status")
 def lab_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Each node's live role, address, data directory and DSN."""
-    nodes = _lab().status()
+    lab = _lab()
+    nodes = lab.status()
+    app = lab.app_status()
     if json_out:
-        print(json.dumps({"nodes": [n.as_dict() for n in nodes]}, indent=2))
+        print(json.dumps({"nodes": [n.as_dict() for n in nodes], "app": app}, indent=2))
+        return
+    _print_lab(nodes)
+    if app is None:
+        console.print("HIS stand-in: not running (`drctl lab up` starts it)")
     else:
-        _print_lab(nodes)
+        console.print(f"HIS stand-in: {app['url']} (pid {app['pid']}), /health → {app['health']}")
 
 
 @lab_app.command("down")

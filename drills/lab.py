@@ -190,6 +190,19 @@ class Lab:
         with _lab_errors("lab status failed"):
             return [self._node_status(node) for node in state.nodes]
 
+    def app_status(self) -> dict[str, object] | None:
+        """The HIS stand-in: its URL, pid, and whether /health answers 200 now."""
+        app = his.running(self.his_state)
+        if app is None:
+            return None
+        import httpx
+
+        try:
+            health = httpx.get(f"{app.base_url}/health", timeout=2, trust_env=False).status_code
+        except httpx.HTTPError:
+            health = None
+        return {"name": "app", "role": "app", "url": app.base_url, "pid": app.pid, "health": health}
+
     def up(self, *, primary_port: int | None = None, standby_port: int | None = None) -> UpResult:
         with _lab_errors("lab up failed"):
             if self.exists():

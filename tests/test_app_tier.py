@@ -3,6 +3,7 @@ the checks that use it."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from drills.clock import Clock
 from drills.lab import Lab
 from drills.loader import resolve_environment
 from drills.targets import Targets
+from tests.helpers import drctl
 from verify.registry import run_check
 
 pytestmark = pytest.mark.lab
@@ -42,6 +44,8 @@ def test_lab_up_starts_the_stand_in_and_it_registers_patients(lab: Path, app: st
     primary = next(n for n in Lab(lab).status() if n.role == "primary")
     assert back["served_by_port"] == primary.port  # it follows the primary
     assert httpx.get(f"{app}/registrations/999999999", trust_env=False).status_code == 404
+    status = json.loads(drctl("lab", "status", "--json").stdout)
+    assert status["app"]["url"] == app and status["app"]["health"] == 200
     bad = httpx.post(f"{app}/registrations", json={"nobody": 1}, trust_env=False)
     assert bad.status_code == 400
 
