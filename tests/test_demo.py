@@ -53,7 +53,8 @@ def test_demo_runs_both_drills_and_leaves_nothing_running() -> None:
             "write outage",
             "lost writes",
             f"records: {home / 'records'}",
-            "lab down: stopped pg1",
+            "lab down: stopped HIS stand-in (pid",
+            "pg1 (pid",
         ):
             assert expected in out
         listed = json.loads(drctl("records", "list", "--json", env=env).stdout)

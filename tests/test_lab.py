@@ -169,9 +169,14 @@ def test_environment_file_loads(lab: Lab, lab_home: Path) -> None:
     environment = Environment.model_validate(yaml.safe_load(text))
     assert environment.name == "lab"
     assert environment.protected is False
-    assert set(environment.nodes) == {"pg1", "pg2"}
+    assert set(environment.nodes) == {"pg1", "pg2", "app"}
+    app = environment.nodes["app"]
+    assert app.role == "app" and app.postgres is None and app.http is not None
+    assert app.http.base_url == f"http://127.0.0.1:{app.port}"
     ports = {node.name: node.port for node in lab.status()}
     for name, node in environment.nodes.items():
+        if name == "app":
+            continue
         assert node.role == ("primary" if name == "pg1" else "standby")
         assert node.host == "127.0.0.1"
         assert node.port == ports[name]
