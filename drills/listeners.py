@@ -28,6 +28,7 @@ class Progress(Protocol):
     def step_started(self, step: Step, node: str, phase: str) -> None: ...
     def step_ended(self, record: StepRecord) -> None: ...
     def note(self, text: str) -> None: ...
+    def approval_needed(self, run_id: str, environment: str, playbook: str) -> None: ...
     def finished(self, record: Record) -> None: ...
 
 
@@ -50,6 +51,9 @@ class Listener:
         pass
 
     def note(self, text: str) -> None:
+        pass
+
+    def approval_needed(self, run_id: str, environment: str, playbook: str) -> None:
         pass
 
     def finished(self, record: Record) -> None:
@@ -84,6 +88,9 @@ class Fanout(Listener):
 
     def note(self, text: str) -> None:
         self._each("note", text)
+
+    def approval_needed(self, run_id: str, environment: str, playbook: str) -> None:
+        self._each("approval_needed", run_id, environment, playbook)
 
     def finished(self, record: Record) -> None:
         self._each("finished", record)

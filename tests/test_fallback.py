@@ -1,0 +1,137 @@
+"""No Prefect server: the CLI runs the drill on the ephemeral API, and the record says so.
+
+The configured server is a URL on a free 127.0.0.1 port where nothing listens. The drill needs no
+database (one local node), so this runs without the lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drills.cli_ops import configured_prefect_api_url, prefect_server_problem
+from tests.helpers import drctl
+
+pytestmark = [pytest.mark.prefect]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def fresh_home() -> Iterator[Path]:
+    """Its own DRCTL_HOME (and so its own ephemeral Prefect database, built once here)."""
+    home = Path(tempfile.mkdtemp(prefix="drctl-fallback-test-", dir="/tmp"))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def local_drill(where: Path) -> tuple[Path, Path]:
+    env = where / "fallback-env.yaml"
+    env.write_text(
+        yaml.safe_dump(
+            {"name": "fallback-env", "nodes": {"app1": {"role": "app", "host": "127.0.0.1"}}}
+        )
+    )
+    playbook = where / "fallback-test.yaml"
+    playbook.write_text(
+        yaml.safe_dump(
+            {
+                "name": "fallback-test",
+                "version": 1,
+                "kind": "inspection",
+                "title": {"en": "Fallback test", "zh": "回退测试"},
+                "roles": ["app"],
+                "steps": [
+                    {"id": "look", "action": "shell", "target": "app", "with": {"command": "true"}}
+                ],
+            },
+            allow_unicode=True,
+        )
+    )
+    return playbook, env
+
+
+def test_health_check_of_the_configured_url(
+    prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert prefect_server_problem(prefect_api) is None
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    problem = prefect_server_problem(dead, timeout=1)
+    assert problem is not None and problem.startswith("ConnectError")
+    monkeypatch.setenv("PREFECT_API_URL", dead)
+    assert configured_prefect_api_url() == dead
+
+
+def run_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        {
+            "DRCTL_HOME": str(home),
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            **extra,
+        }
+    )
+    return env
+
+
+def test_no_prefect_server_runs_on_the_ephemeral_api_and_the_record_says_so(
+    fresh_home: Path,
+) -> None:
+    playbook, environment = local_drill(fresh_home)
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    result = drctl(
+        "run",
+        str(playbook),
+        "--env",
+        str(environment),
+        "--json",
+        env=run_env(fresh_home, PREFECT_API_URL=dead),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"the Prefect server at {dead} did not answer" in result.stderr.replace("\n", " ")
+    assert "running on the ephemeral API instead" in result.stderr.replace("\n", " ")
+    assert "Traceback" not in result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "passed"
+    orchestrator = record["orchestrator"]
+    assert orchestrator["prefect_api"] == "ephemeral"
+    assert orchestrator["prefect_fallback"].startswith(f"server at {dead} did not answer: ")
+    assert "ConnectError" in orchestrator["prefect_fallback"]
+    assert orchestrator["prefect_flow_run_id"]  # it did run as a Prefect flow
+
+
+def test_a_dead_server_in_the_prefect_profile_falls_back_too(fresh_home: Path) -> None:
+    playbook, environment = local_drill(fresh_home)
+    dead = f"http://127.0.0.1:{free_port()}/api"
+    prefect_home = fresh_home / "prefect"  # the ephemeral database of the test before
+    prefect_home.mkdir(exist_ok=True)
+    (prefect_home / "profiles.toml").write_text(
+        f'active = "team"\n\n[profiles.team]\nPREFECT_API_URL = "{dead}"\n'
+    )
+    result = drctl(
+        "run",
+        str(playbook),
+        "--env",
+        str(environment),
+        "--json",
+        env=run_env(fresh_home, PREFECT_HOME=str(prefect_home)),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    orchestrator = json.loads(result.stdout)["orchestrator"]
+    assert orchestrator["prefect_api"] == "ephemeral"
+    assert orchestrator["prefect_fallback"].startswith(f"server at {dead} did not answer")
