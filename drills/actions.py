@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drills.backup import backup_actions
 from drills.durations import Duration
 from drills.environment import Node, PostgresAccess, read_password
 from drills.errors import CommandFailed, DrillError
 from drills.executors.local import describe as describe_argv
 from drills.executors.sql import node_dsn, redact
+from drills.migrate import migration_actions
 from drills.targets import Targets
 from verify.postgres import postmaster_state
 
@@ -370,5 +372,7 @@ ACTIONS: dict[str, ActionSpec] = {
             False,
             "Do nothing; the step exists for its checks (a gate such as fencing).",
         ),
+        *backup_actions(),
+        *migration_actions(),
     ]
 }

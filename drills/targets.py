@@ -49,9 +49,10 @@ def observe_postgres_role(name: str, node: Node) -> str:
 def discover_roles(env: Environment, roles: list[str]) -> RoleMap:
     """Map the playbook's roles to nodes by asking the servers who is primary now.
 
-    Nodes without a database keep their configured role. Among database nodes the one that
-    accepts writes is ``primary``; those in recovery are ``standby``. A node that is down takes
-    the one database role that no live node claims, if there is exactly one.
+    Nodes without a database, and database nodes outside the primary/standby pair, keep their
+    configured role. Among the pair's nodes the one that accepts writes is ``primary``; those
+    in recovery are ``standby``. A node that is down takes the one database role that no live
+    node claims, if there is exactly one.
     """
     problem = required_roles_problem(env, roles)
     if problem:
@@ -59,16 +60,19 @@ def discover_roles(env: Environment, roles: list[str]) -> RoleMap:
     observed = {name: observe_postgres_role(name, node) for name, node in env.nodes.items()}
     mapping: dict[str, str] = {}
     notes: list[str] = []
-    primaries = [n for n, seen in observed.items() if seen == "primary"]
-    standbys = [n for n, seen in observed.items() if seen == "standby"]
-    downs = [n for n, seen in observed.items() if seen == "down"]
+    # Only the replicated pair (nodes given role primary or standby) trade roles; any other
+    # database node (a migration's source or target, ...) keeps the role it was given.
+    pair = {n for n, node in env.nodes.items() if node.role in ("primary", "standby")}
+    primaries = [n for n, seen in observed.items() if seen == "primary" and n in pair]
+    standbys = [n for n, seen in observed.items() if seen == "standby" and n in pair]
+    downs = [n for n, seen in observed.items() if seen == "down" and n in pair]
     if len(primaries) > 1:
         raise RefusedError(
             f"nodes {', '.join(primaries)} all accept writes: split brain; refusing to act "
             "until one of them is fenced"
         )
     for name, node in env.nodes.items():
-        if observed[name] == "n/a" and node.role in roles:
+        if (observed[name] == "n/a" or name not in pair) and node.role in roles:
             mapping.setdefault(node.role, name)
     if primaries and "primary" in roles:
         mapping["primary"] = primaries[0]

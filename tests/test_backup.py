@@ -1,0 +1,383 @@
+"""Backups that really restore, on a real lab: pg_basebackup → pg_verifybackup → a scratch server
+recovered to the backup's end → reconciled with the source → removed; the same with pg_dump.
+
+Bad input must give a clear error in the record and leave the source untouched: an old backup, a
+flipped byte, a scratch directory without space, a missing table. Runs through the runner
+without Prefect, on a lab of its own (its own DRCTL_HOME).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drills.lab import Lab
+from tests.helpers import drctl
+from tests.pg_fixtures import (
+    SEED,
+    SEEDED_TABLES,
+    dsn_of,
+    environment,
+    fingerprint,
+    postgres_processes_under,
+    private_home,
+    run,
+    sql,
+    steps_of,
+    user_dir,
+    variant,
+)
+
+pytestmark = [pytest.mark.lab]
+
+
+@pytest.fixture(scope="module")
+def home() -> Iterator[Path]:
+    with private_home("drctl-backup-") as home:
+        lab = Lab(home)
+        lab.up()
+        try:
+            sql(dsn_of(environment(home)["nodes"]["pg1"]), SEED)
+            yield home
+        finally:
+            lab.down()
+            leftovers = postgres_processes_under(home)
+            assert not leftovers, leftovers
+
+
+@pytest.fixture
+def source(home: Path) -> Iterator[str]:
+    """The primary's DSN; the test fails if the source changed (drctl's own schema aside)."""
+    dsn = dsn_of(environment(home)["nodes"]["pg1"])
+    before = fingerprint(dsn)
+    yield dsn
+    assert fingerprint(dsn) == before, "the source was changed"
+
+
+def assert_nothing_left(home: Path) -> None:
+    assert postgres_processes_under(home / "scratch") == []
+    assert not (home / "scratch" / "lab" / "pg1").exists()
+
+
+def take_into(tmp_path: Path, directory: Path, shipped: str, step: str) -> Any:
+    """Take a backup (or dump) into ``directory`` with only the first step of a playbook."""
+    playbook = variant(
+        tmp_path,
+        shipped,
+        name=f"take-{directory.name}",
+        with_={step: {"backup_dir": str(user_dir(directory))}},
+        only=[step],
+    )
+    record = run(playbook)
+    assert record.status == "passed", record.reason
+    return record.steps[0].data
+
+
+def test_backup_verify_restores_to_the_backup_end_and_reconciles(home: Path, source: str) -> None:
+    record = run("pg-backup-verify")
+
+    assert record.status == "passed", record.reason
+    steps = steps_of(record)
+    assert list(steps) == [
+        "main:take_backup",
+        "main:verify_backup",
+        "main:restore_scratch",
+        "main:reconcile",
+        "main:drop_scratch",
+    ]
+    backup = steps["main:take_backup"].data
+    assert backup["taken"] is True
+    assert backup["size_bytes"] > 10_000_000 and backup["files"] > 100
+    assert 0 <= backup["age_seconds"] < 60 and backup["max_backup_age_seconds"] == 86400
+    assert Path(backup["path"]).parent == home / "backups" / "lab" / "pg1" / "base"
+    assert backup["end_lsn"] and backup["label"].startswith("drctl lab/pg1")
+    assert steps["main:verify_backup"].data["verified"] is True
+
+    restore = steps["main:restore_scratch"].data
+    assert restore["at_backup_end"] is True
+    assert restore["restored_to_lsn"] == backup["end_lsn"]
+    assert 0 < restore["restore_seconds"] < 60
+    assert restore["scratch_port"] not in {n["port"] for n in environment(home)["nodes"].values()}
+
+    compared = steps["main:reconcile"].data
+    assert compared["identical"] is True
+    assert compared["point_lsn"] == backup["end_lsn"]
+    assert "drctl" in compared["excluded_schemas"]
+    by_table = {t["table"]: t for t in compared["tables"]}
+    assert set(by_table) >= SEEDED_TABLES
+    assert by_table["public.visits"]["source_rows"] == by_table["public.visits"]["target_rows"]
+    assert by_table["public.visits"]["target_rows"] == 5000
+    assert by_table["public.audit_log"]["method"] == "whole-table"  # no primary key
+    assert "removed" in steps["main:drop_scratch"].output
+
+    restore_time = next(o for o in record.objectives if o.name == "restore_time")
+    assert restore_time.met and restore_time.measured_seconds is not None
+    assert Path(backup["path"]).is_dir()  # the backup is kept; only the scratch server goes
+    assert_nothing_left(home)
+
+
+def test_dump_restore_verify_restores_and_reconciles(home: Path, source: str) -> None:
+    record = run("pg-dump-restore-verify")
+
+    assert record.status == "passed", record.reason
+    steps = steps_of(record)
+    dump = steps["main:take_dump"].data
+    assert dump["taken"] is True and dump["database"] == "postgres"
+    assert dump["size_bytes"] > 0 and dump["age_seconds"] < 60
+    assert Path(dump["path"]).is_file() and Path(dump["path"] + ".sha256").is_file()
+    assert steps["main:verify_dump"].data["checksum_matches"] is True
+    assert steps["main:verify_dump"].data["tables_with_data"] >= len(SEEDED_TABLES)
+    restore = steps["main:restore_scratch"].data
+    assert 0 < restore["pg_restore_seconds"] <= restore["restore_seconds"]
+    compared = steps["main:reconcile"].data
+    assert compared["identical"] is True
+    assert {t["table"] for t in compared["tables"]} >= SEEDED_TABLES
+    assert compared["point"] == "dump snapshot"
+    assert_nothing_left(home)
+
+
+def test_a_backup_older_than_max_backup_age_fails_the_drill_with_that_reason(
+    home: Path, source: str, tmp_path: Path
+) -> None:
+    directory = home / "old-backups"
+    taken = take_into(tmp_path, directory, "pg-backup-verify", "take_backup")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(Path(taken["path"]) / "backup_manifest", (two_days_ago, two_days_ago))
+    playbook = variant(
+        tmp_path,
+        "pg-backup-verify",
+        with_={
+            "take_backup": {
+                "reuse_latest": True,
+                "backup_dir": str(directory),
+                "max_backup_age": "1d",
+            }
+        },
+    )
+    record = run(playbook)
+
+    assert record.status == "failed"
+    steps = steps_of(record)
+    failed = steps["main:take_backup"]
+    assert failed.status == "failed"
+    assert f"backup {taken['path']} is 48h00m old" in failed.reason
+    assert "older than max_backup_age 24h00m" in failed.reason
+    assert failed.reason in record.reason or "older than max_backup_age" in record.reason
+    assert failed.data["age_seconds"] > 2 * 86400 - 60 and failed.data["taken"] is False
+    # Nothing was restored; the rollback found nothing to remove.
+    assert "main:restore_scratch" not in steps
+    assert steps["rollback:remove_scratch"].output == "no scratch server to remove"
+    assert_nothing_left(home)
+
+
+def test_an_old_dump_fails_the_drill_too(home: Path, source: str, tmp_path: Path) -> None:
+    directory = home / "old-dumps"
+    taken = take_into(tmp_path, directory, "pg-dump-restore-verify", "take_dump")
+    three_days_ago = time.time() - 3 * 86400
+    os.utime(taken["path"], (three_days_ago, three_days_ago))
+    playbook = variant(
+        tmp_path,
+        "pg-dump-restore-verify",
+        with_={"take_dump": {"reuse_latest": True, "backup_dir": str(directory)}},
+    )
+    record = run(playbook)
+
+    assert record.status == "failed"
+    assert f"dump {taken['path']} is 72h00m old" in record.reason
+    assert "older than max_backup_age 24h00m" in record.reason
+    assert_nothing_left(home)
+
+
+def test_a_flipped_byte_fails_at_pg_verifybackup_naming_the_file(
+    home: Path, source: str, tmp_path: Path
+) -> None:
+    directory = home / "damaged-backups"
+    taken = take_into(tmp_path, directory, "pg-backup-verify", "take_backup")
+    relative = sql(source, "select pg_relation_filepath('public.patients')")[0][0]
+    damaged = Path(taken["path"]) / relative
+    content = bytearray(damaged.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    damaged.write_bytes(bytes(content))
+    playbook = variant(
+        tmp_path,
+        "pg-backup-verify",
+        with_={"take_backup": {"reuse_latest": True, "backup_dir": str(directory)}},
+    )
+    record = run(playbook)
+
+    assert record.status == "failed"
+    steps = steps_of(record)
+    verify = steps["main:verify_backup"]
+    assert verify.status == "failed"
+    assert f'checksum mismatch for file "{relative}"' in verify.reason
+    assert str(damaged) in verify.reason
+    assert verify.data["files"] == [str(damaged)] and verify.data["verified"] is False
+    assert str(damaged) in record.reason
+    assert "main:restore_scratch" not in steps
+    assert_nothing_left(home)
+
+
+@pytest.fixture
+def tiny_scratch(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs the lab's OS user may write in; unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = Path("/tmp") / f"drctl-tiny-{os.getpid()}-{time.monotonic_ns()}"
+    mount.mkdir()
+    try:
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0777", "tmpfs", str(mount)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        try:
+            yield mount
+        finally:
+            subprocess.run(["umount", str(mount)], check=True)
+    finally:
+        mount.rmdir()
+
+
+def test_a_scratch_directory_without_space_fails_before_writing_anything(
+    home: Path, source: str, tmp_path: Path, tiny_scratch: Path
+) -> None:
+    playbook = variant(
+        tmp_path,
+        "pg-backup-verify",
+        with_={"restore_scratch": {"scratch_dir": str(tiny_scratch)}},
+    )
+    record = run(playbook)
+
+    assert record.status == "failed"
+    restore = steps_of(record)["main:restore_scratch"]
+    assert restore.status == "failed"
+    assert "not enough space for the scratch server" in restore.reason
+    assert f"{tiny_scratch} on pg1 has 1.0 MiB free" in restore.reason
+    assert "nothing was written" in restore.reason
+    assert restore.data["free_bytes"] < restore.data["needed_bytes"]
+    assert list(tiny_scratch.iterdir()) == []
+    assert_nothing_left(home)
+
+
+def test_a_missing_table_is_named_and_the_scratch_server_is_removed(
+    home: Path, source: str, tmp_path: Path
+) -> None:
+    playbook = variant(
+        tmp_path,
+        "pg-backup-verify",
+        with_={"reconcile": {"tables": ["public.patients", "public.no_such_table"]}},
+    )
+    record = run(playbook)
+
+    assert record.status == "failed" and record.rolled_back
+    steps = steps_of(record)
+    assert steps["main:restore_scratch"].status == "passed"
+    assert steps["main:reconcile"].status == "failed"
+    assert "public.no_such_table" in steps["main:reconcile"].reason
+    assert "public.no_such_table" in record.reason
+    assert steps["rollback:remove_scratch"].status == "passed"
+    assert "removed" in steps["rollback:remove_scratch"].output
+    assert_nothing_left(home)
+
+
+def test_a_change_after_the_backup_point_is_found_row_by_row(
+    home: Path, source: str, tmp_path: Path
+) -> None:
+    """The comparison is real: a table changed on the source after the backup differs, and the
+    record names the table and the rows."""
+    sql(source, "create table public.scribble (id int primary key, v text)")
+    sql(source, "insert into public.scribble select g, 'v' || g from generate_series(1, 50) g")
+    try:
+        change = {
+            "id": "change_the_source",
+            "action": "sql",
+            "target": "primary",
+            "with": {
+                "statement": "update public.scribble set v = 'changed' where id = 7;"
+                " delete from public.scribble where id = 9;"
+                " insert into public.scribble values (51, 'new')"
+            },
+        }
+        playbook = variant(tmp_path, "pg-backup-verify", insert_after={"restore_scratch": change})
+        record = run(playbook)
+    finally:
+        sql(source, "drop table public.scribble")
+
+    assert record.status == "failed"
+    reconcile = steps_of(record)["main:reconcile"]
+    assert reconcile.reason.count("public.scribble") >= 1
+    assert "1 of " in reconcile.reason
+    by_table = {t["table"]: t for t in reconcile.data["tables"]}
+    scribble = by_table["public.scribble"]
+    assert scribble["identical"] is False
+    kinds = {(tuple(d["key"]), d["kind"]) for d in scribble["diffs"]}
+    # The source is the reference: a row it gained is missing in the copy, one it lost is
+    # missing in the source.
+    assert kinds == {
+        ((7,), "changed"),
+        ((9,), "missing_in_source"),
+        ((51,), "missing_in_target"),
+    }
+    assert all(t["identical"] for name, t in by_table.items() if name != "public.scribble")
+    assert_nothing_left(home)
+
+
+def test_a_scratch_server_left_by_a_crashed_run_is_removed_by_the_next(
+    home: Path, source: str, tmp_path: Path
+) -> None:
+    """A run that dies after the restore leaves its scratch server and state file; the next run
+    finds them under $DRCTL_HOME/scratch and removes them before it restores again."""
+    crashed = variant(
+        tmp_path,
+        "pg-backup-verify",
+        name="crashed",
+        only=["take_backup", "verify_backup", "restore_scratch"],
+    )
+    first = run(crashed)
+    assert first.status == "passed", first.reason
+    left = first.steps[-1].data["data_dir"]
+    assert postgres_processes_under(left) != []
+    assert (home / "scratch" / "lab" / "pg1" / "state.json").is_file()
+
+    record = run("pg-backup-verify")
+
+    assert record.status == "passed", record.reason
+    restore = steps_of(record)["main:restore_scratch"]
+    assert "an earlier run left a scratch server: stopped the scratch server" in restore.output
+    assert_nothing_left(home)
+
+
+def test_validate_and_plan_show_the_real_commands(home: Path) -> None:
+    names = ["pg-backup-verify", "pg-dump-restore-verify", "pg-migrate"]
+    result = drctl("validate", *[f"playbooks/{n}.yaml" for n in names], home=home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    made = ("backups", "scratch")
+    before = sorted(p for d in made if (home / d).exists() for p in (home / d).rglob("*"))
+
+    backup = drctl("plan", "pg-backup-verify", "--env", "lab", home=home)
+    assert backup.returncode == 0, backup.stderr
+    for text in (
+        "pg_basebackup -d",
+        "-X stream -c fast",
+        "pg_verifybackup",
+        "pg_ctl start",
+        "recovery_target = 'immediate'",
+        "finished more than 24h00m ago",
+        "nothing was run.",
+    ):
+        assert text in backup.stdout, text
+    dump = drctl("plan", "pg-dump-restore-verify", "--env", "lab", home=home)
+    assert dump.returncode == 0, dump.stderr
+    for text in ("pg_dump -Fc", "--exclude-schema=drctl", "pg_restore --list", "initdb"):
+        assert text in dump.stdout, text
+    after = sorted(p for d in made if (home / d).exists() for p in (home / d).rglob("*"))
+    assert after == before  # plan ran nothing and made nothing

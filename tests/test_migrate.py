@@ -1,0 +1,273 @@
+"""Migration on real servers: a database of the lab's primary (role source) moves to an
+independent server (role target) by dump and restore, with writes stopped; every table is
+reconciled and the downtime recorded.
+
+Bad input gets a clear error in the record and leaves the source untouched: an unreachable
+target, a missing table, a target that is not empty, mismatched column sets; a failure after
+writes stopped rolls back and the source takes writes again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from drills.backup import init_instance
+from drills.lab import Lab, find_pg_bin
+from drills.scratch import Instance, free_port
+from tests.pg_fixtures import (
+    RUN_AS,
+    SEED,
+    SEEDED_TABLES,
+    dsn_of,
+    environment,
+    fingerprint,
+    postgres_processes_under,
+    private_home,
+    run,
+    sql,
+    steps_of,
+    user_dir,
+    variant,
+)
+
+pytestmark = [pytest.mark.lab]
+
+DATABASE = "his_prod"
+
+
+@pytest.fixture(scope="module")
+def home() -> Iterator[Path]:
+    """A lab whose primary pg1 holds database his_prod, an independent empty server, and an
+    environment `migrate` naming them source and target."""
+    with private_home("drctl-migrate-") as home:
+        lab = Lab(home)
+        lab.up()
+        target: Instance | None = None
+        try:
+            lab_env = environment(home)
+            pg1 = lab_env["nodes"]["pg1"]
+            sql(dsn_of(pg1), f"create database {DATABASE}")
+            sql(dsn_of(pg1, DATABASE), SEED)
+            bin_dir = pg1["postgres"]["bin_dir"] or str(find_pg_bin())
+            target = Instance(
+                directory=str(user_dir(home / "target") / "drctl-scratch-migrate-target"),
+                port=free_port(),
+                bin_dir=bin_dir,
+                os_user=RUN_AS,
+                host="dst",
+            )
+            init_instance(target, user="postgres", password=None, timeout=120)
+            target.start(60)
+            source = {**pg1, "role": "source"}
+            source["postgres"] = {**pg1["postgres"], "database": DATABASE}
+            env = {
+                "name": "migrate",
+                "nodes": {
+                    "src": source,
+                    "dst": {
+                        "role": "target",
+                        "host": "127.0.0.1",
+                        "port": target.port,
+                        "postgres": {
+                            "data_dir": target.data_dir,
+                            "bin_dir": bin_dir,
+                            **({"os_user": RUN_AS} if RUN_AS else {}),
+                            "user": "postgres",
+                            "database": DATABASE,
+                        },
+                    },
+                },
+            }
+            (home / "environments" / "migrate.yaml").write_text(yaml.safe_dump(env))
+            yield home
+        finally:
+            try:
+                if target is not None:
+                    target.stop_and_remove()
+            finally:
+                lab.down()
+            leftovers = postgres_processes_under(home)
+            assert not leftovers, leftovers
+
+
+def nodes(home: Path) -> dict[str, Any]:
+    return environment(home, "migrate")["nodes"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def source(home: Path) -> Iterator[str]:
+    """The source database's DSN; the test fails if the source changed (drctl's schema aside),
+    and that includes being left read-only."""
+    dsn = dsn_of(nodes(home)["src"])
+    before = fingerprint(dsn)
+    assert before["default_transaction_read_only"] == "off"
+    yield dsn
+    assert fingerprint(dsn) == before, "the source was changed"
+
+
+@pytest.fixture
+def target(home: Path) -> Iterator[str]:
+    """The target server's maintenance DSN; the migrated database is dropped after each test."""
+    dsn = dsn_of(nodes(home)["dst"], "postgres")
+    yield dsn
+    sql(dsn, f"drop database if exists {DATABASE} with (force)")
+
+
+def test_migration_moves_every_table_and_records_the_downtime(
+    home: Path, source: str, target: str
+) -> None:
+    record = run("pg-migrate", "migrate")
+
+    assert record.status == "passed", record.reason
+    assert record.roles == {"source": "src", "target": "dst"}
+    steps = steps_of(record)
+    assert list(steps) == [
+        "main:preflight",
+        "main:freeze_source",
+        "main:dump_source",
+        "main:restore_target",
+        "main:reconcile_tables",
+        "main:cutover",
+        "main:release_source",
+    ]
+    assert steps["main:preflight"].data["target_database_exists"] is False
+    frozen = steps["main:freeze_source"].checks[0]
+    assert (frozen.check, frozen.observed) == ("pg.rejects_writes", "read-only")
+    assert steps["main:restore_target"].data["created_database"] is True
+    compared = steps["main:reconcile_tables"].data
+    assert compared["identical"] is True and compared["database"] == DATABASE
+    assert {t["table"] for t in compared["tables"]} == SEEDED_TABLES
+    assert compared["rows_compared"] == 3000 + 5000 + 480 + 200
+    assert steps["main:cutover"].checks[0].observed == "committed"
+
+    names = [m.name for m in record.milestones]
+    assert names.index("writes_stopped") < names.index("writes_resumed")
+    downtime = next(o for o in record.objectives if o.name == "downtime")
+    assert downtime.met and downtime.measured_seconds is not None
+    assert 0 < downtime.measured_seconds < 60
+    # The target holds the same tables; the source takes writes again (drill mode).
+    target_db = dsn_of(nodes(home)["dst"])
+    assert fingerprint(target_db)["tables"].keys() == fingerprint(source)["tables"].keys()
+    assert steps["main:release_source"].checks[0].observed == "committed"
+
+
+def test_an_unreachable_target_is_a_clear_error_and_the_source_is_untouched(
+    home: Path, source: str, tmp_path: Path
+) -> None:
+    env = environment(home, "migrate")
+    closed = free_port()
+    env["nodes"]["dst"]["port"] = closed
+    path = tmp_path / "migrate-nowhere.yaml"
+    path.write_text(yaml.safe_dump({**env, "name": "migrate-nowhere"}))
+    record = run("pg-migrate", str(path))
+
+    assert record.status == "aborted"
+    preflight = steps_of(record)["main:preflight"]
+    assert preflight.status == "failed"
+    assert f"the target dst (127.0.0.1:{closed}, database {DATABASE}) cannot be reached" in (
+        preflight.reason
+    )
+    assert "Connection refused" in preflight.reason
+    assert [s.id for s in record.steps] == ["preflight"]
+
+
+def test_a_missing_table_is_named_and_the_source_is_untouched(
+    home: Path, source: str, target: str, tmp_path: Path
+) -> None:
+    playbook = variant(
+        tmp_path,
+        "pg-migrate",
+        with_={"preflight": {"tables": ["public.patients", "public.no_such_table"]}},
+    )
+    record = run(playbook, "migrate")
+
+    assert record.status == "aborted"
+    assert [s.id for s in record.steps] == ["preflight"]
+    assert (
+        f"table(s) public.no_such_table do not exist in database {DATABASE} on the source src"
+        in record.reason
+    )
+    assert "nothing was changed" in record.reason
+
+
+def test_a_target_that_is_not_empty_is_refused(home: Path, source: str, target: str) -> None:
+    sql(target, f"create database {DATABASE}")
+    sql(dsn_of(nodes(home)["dst"]), "create table public.patients (id int primary key)")
+    record = run("pg-migrate", "migrate")
+
+    assert record.status == "aborted"
+    assert f"the target database {DATABASE} on dst is not empty (it has public.patients)" in (
+        record.reason
+    )
+    assert steps_of(record)["main:preflight"].data["target_tables"] == ["public.patients"]
+
+
+def test_mismatched_columns_fail_the_reconciliation_naming_table_and_columns(
+    home: Path, source: str, target: str, tmp_path: Path
+) -> None:
+    sql(target, f"create database {DATABASE}")
+    sql(
+        dsn_of(nodes(home)["dst"]),
+        "create table public.patients (id integer primary key, name text not null, born date,"
+        " ward integer, remark text)",
+    )
+    playbook = tmp_path / "reconcile-only.yaml"
+    playbook.write_text(
+        yaml.safe_dump(
+            {
+                "name": "reconcile-only",
+                "version": 1,
+                "kind": "migration",
+                "title": {"en": "Reconcile", "zh": "核对"},
+                "roles": ["source", "target"],
+                "steps": [
+                    {
+                        "id": "reconcile_tables",
+                        "action": "pg.reconcile",
+                        "target": "target",
+                        "with": {"source": "source", "tables": ["public.patients"]},
+                    }
+                ],
+            },
+            allow_unicode=True,
+        )
+    )
+    record = run(playbook, "migrate")
+
+    assert record.status == "aborted"
+    step = record.steps[0]
+    assert step.status == "failed"
+    assert "cannot compare" in step.reason and "public.patients" in step.reason
+    assert "note" in step.reason and "remark" in step.reason
+    assert "\n" not in step.reason
+
+
+def test_a_failure_after_writes_stopped_rolls_back_and_the_source_takes_writes(
+    home: Path, source: str, target: str, tmp_path: Path
+) -> None:
+    fail = {
+        "id": "something_breaks",
+        "action": "observe",
+        "target": "target",
+        "verify": [{"check": "pg.is_standby"}],
+        "within": "100ms",
+        "on_failure": "rollback",
+    }
+    playbook = variant(tmp_path, "pg-migrate", insert_after={"dump_source": fail})
+    record = run(playbook, "migrate")
+
+    assert record.status == "failed" and record.rolled_back
+    steps = steps_of(record)
+    assert steps["main:freeze_source"].status == "passed"
+    assert steps["main:something_breaks"].status == "failed"
+    assert "main:restore_target" not in steps
+    released = steps["rollback:release_source_after_failure"]
+    assert released.status == "passed"
+    assert released.checks[0].observed == "committed"
+    assert "takes writes again" in released.output
+    # The source fixture checks that it is writable again and unchanged.
