@@ -27,7 +27,7 @@ from psycopg import conninfo
 
 from drills.clock import Clock, utc_iso
 from drills.environment import Environment, read_password
-from drills.errors import DrillError
+from drills.errors import ConnectionFailed, DrillError
 from drills.executors.http import HttpExecutor
 from drills.record import CanaryResult, WriteOutage
 
@@ -180,8 +180,13 @@ class WriteProbe(_Writer):
 
 def prepare(dsn: str) -> None:
     """Create the drctl schema on the current primary (it replicates to the standbys)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SCHEMA_SQL)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SCHEMA_SQL)
+    except psycopg.Error as exc:
+        raise ConnectionFailed(
+            f"the canary tables could not be made on the primary: {str(exc).strip()[:300]}"
+        ) from exc
 
 
 def surviving_seqs(dsn: str, run_id: str) -> tuple[set[int], str]:

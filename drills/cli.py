@@ -18,6 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from drills.cli_ops import prefect_api_or_fallback, register_ops
+from drills.cli_records import register_records
+from drills.cli_verify import verify_app
 from drills.errors import DrillError, InputError, Problem, ValidationFailed
 from drills.home import drctl_home, subdir
 
@@ -30,9 +33,10 @@ app = typer.Typer(
 lab_app = typer.Typer(
     help="The local PostgreSQL lab: a primary and a streaming standby.", no_args_is_help=True
 )
-records_app = typer.Typer(help="Drill records.", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
-app.add_typer(records_app, name="records")
+app.add_typer(verify_app, name="verify")
+register_records(app)  # records, keys, report
+register_ops(app)
 
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -230,10 +234,24 @@ def run(
     override: Annotated[
         list[str] | None, typer.Option("--override", help="An override the playbook offers.")
     ] = None,
+    approver: Annotated[
+        str | None, typer.Option(help="Real run on a protected environment: who approves.")
+    ] = None,
+    confirm_env: Annotated[
+        str | None, typer.Option(help="Real run on a protected environment: its name, typed back.")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Real run on a protected environment: why, now.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
-    """Run a playbook as a Prefect flow; show each step, then a summary. Exit 0/1/2/3."""
+    """Run a playbook as a Prefect flow; show each step, then a summary. Exit 0/1/2/3.
+
+    A real run (--mode real) on a protected environment needs an approval: --approver,
+    --ticket, --confirm-env (the environment's name typed back) and --reason, asked for
+    interactively when missing and a terminal is there."""
+    from drills.loader import resolve_environment
     from drills.runner import RunRequest
 
     if mode not in ("drill", "real"):
@@ -247,11 +265,65 @@ def run(
     }
     if operator:
         fields["operator"] = operator
+    environment = resolve_environment(env)
+    if mode == "real" and environment.protected:
+        fields["approval"] = _cli_approval(
+            environment.name,
+            approver=approver,
+            ticket=ticket,
+            confirm_env=confirm_env,
+            reason=reason,
+        )
+        fields["ticket"] = fields["approval"].ticket
     request = RunRequest(**fields)
     record = _run_request(request, verbose=verbose, quiet=json_out)
     if json_out:
         print(record.to_json())
     raise typer.Exit(EXIT[record.status])
+
+
+def _cli_approval(
+    environment: str,
+    *,
+    approver: str | None,
+    ticket: str | None,
+    confirm_env: str | None,
+    reason: str | None,
+) -> Any:
+    from drills.approval import Approval
+
+    given = {
+        "approver": approver,
+        "ticket": ticket,
+        "environment_confirmation": confirm_env,
+        "reason": reason,
+    }
+    missing = [k for k, v in given.items() if not v]
+    if missing and not sys.stdin.isatty():
+        options = {
+            "approver": "--approver",
+            "ticket": "--ticket",
+            "environment_confirmation": "--confirm-env",
+            "reason": "--reason",
+        }
+        raise InputError(
+            f"environment {environment!r} is protected: a real run needs an approval; give "
+            + ", ".join(options[k] for k in missing)
+        )
+    if missing:
+        console.print(
+            f"[bold]environment {escape(environment)} is protected[/]: this real run "
+            "changes production systems and needs an approval."
+        )
+        prompts = {
+            "approver": "approver",
+            "ticket": "ticket",
+            "environment_confirmation": f"type the environment's name ({environment})",
+            "reason": "reason",
+        }
+        for key in missing:
+            given[key] = typer.prompt(prompts[key])
+    return Approval(**{k: str(v) for k, v in given.items()}, via="cli")
 
 
 def _run_request(request: Any, *, verbose: bool = False, quiet: bool = False) -> Any:
@@ -264,16 +336,18 @@ def _run_request(request: Any, *, verbose: bool = False, quiet: bool = False) ->
     loaded = load_playbook(resolve_playbook(request.playbook))
     check_request(loaded, resolve_environment(request.environment), request)
     _prepare_prefect(verbose)
+    out = Console(stderr=True, highlight=False) if quiet else console
+    # A failover must run when the Prefect server is down: then on the ephemeral API.
+    orchestrator = prefect_api_or_fallback(out)
     from flows.drill import run_drill
 
-    out = Console(stderr=True, highlight=False) if quiet else console
     if not quiet:
         console.print("[dim]starting Prefect (the first run on a machine takes ~20 s)…[/]")
-    run_id = run_drill(request, progress=ConsoleProgress(out))
+    run_id = run_drill(request, progress=ConsoleProgress(out), orchestrator=orchestrator)
     store = RecordStore(subdir("records"), subdir("locks"))
     record = store.load(run_id)
     if not quiet:
-        print_record(console, record, str(store.record_path(record.id)))
+        print_record(console, record, store.describe(record.id))
     return record
 
 
@@ -288,67 +362,6 @@ def unlock(environment: Annotated[str, typer.Argument(help="Environment name.")]
         if stale
         else f"{environment} was not locked"
     )
-
-
-# -- records -----------------------------------------------------------------------------------
-
-
-@records_app.command("list")
-def records_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every run, newest first."""
-    from drills.store import RecordStore
-
-    records = RecordStore(subdir("records"), subdir("locks")).list()
-    if json_out:
-        print(json.dumps([_summary(r) for r in records], indent=2, ensure_ascii=False))
-        return
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("id", no_wrap=True)
-    for column in ("status", "mode", "took", "met"):
-        table.add_column(column, no_wrap=True)
-    from drills.console import styled
-    from drills.durations import format_seconds
-
-    for r in records:
-        met = sum(o.met for o in r.objectives)
-        table.add_row(
-            r.id,
-            styled(r.status),
-            r.mode,
-            format_seconds(r.duration_seconds),
-            f"{met}/{len(r.objectives)}",
-        )
-    console.print(table)
-
-
-def _summary(record: Any) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "status": record.status,
-        "mode": record.mode,
-        "playbook": record.playbook["name"],
-        "environment": record.environment["name"],
-        "started_at": record.started_at,
-        "ended_at": record.ended_at,
-        "objectives_met": all(o.met for o in record.objectives),
-    }
-
-
-@records_app.command("show")
-def records_show(
-    record_id: Annotated[str, typer.Argument(metavar="ID", help="Record id (or a unique prefix).")],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """One record in full."""
-    from drills.console import print_record
-    from drills.store import RecordStore
-
-    store = RecordStore(subdir("records"), subdir("locks"))
-    record = store.load(record_id)
-    if json_out:
-        print(record.to_json())
-    else:
-        print_record(console, record, str(store.record_path(record.id)))
 
 
 # -- demo --------------------------------------------------------------------------------------
@@ -419,6 +432,10 @@ def demo(
     for r in records:
         console.print(f"{r.playbook['name']}: {measurements_line(r)}")
     console.print(f"records: {subdir('records')} (`drctl records list`, `drctl records show ID`)")
+    from drills.cli_records import write_reports
+
+    for path in write_reports([r.id for r in records]):
+        console.print(f"report: {path}")
     worst = max((EXIT[r.status] for r in records), default=0)
     raise typer.Exit(worst)
 

@@ -127,6 +127,7 @@ class Record(Model):
     objectives: list[ObjectiveResult] = Field(default_factory=list)
     measurements: Measurements = Field(default_factory=Measurements)
     overrides_used: list[str] = Field(default_factory=list)
+    approval: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
 
     def to_json(self) -> str:
@@ -197,6 +198,7 @@ def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record
     roles: dict[str, str] = {}
     notes: list[str] = list(head.get("notes", []))
     end: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
     last_at = head["at"]
     for event in events[1:]:
         last_at = event.get("at", last_at)
@@ -205,13 +207,16 @@ def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record
             roles = event["roles"]
             notes += event.get("notes", [])
         elif kind == "preconditions":
-            preconditions = [CheckResult.model_validate(c) for c in event["checks"]]
+            # Asked once before an approval and again after it: the record keeps both.
+            preconditions += [CheckResult.model_validate(c) for c in event["checks"]]
         elif kind == "step":
             steps.append(StepRecord.model_validate(event["step"]))
         elif kind == "milestone":
             milestones.append(Milestone.model_validate(event["milestone"]))
         elif kind == "measurements":
             measurements = Measurements.model_validate(event["measurements"])
+        elif kind == "approval":
+            approval = event["approval"]
         elif kind == "note":
             notes.append(event["text"])
         elif kind == "run_ended":
@@ -257,5 +262,6 @@ def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record
         objectives=objectives,
         measurements=measurements,
         overrides_used=overrides_used,
+        approval=approval,
         notes=notes,
     )

@@ -36,7 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field
 import drills
 from drills import canary
 from drills.actions import ACTIONS
+from drills.approval import Approval, refusal
 from drills.clock import Clock, Stamp
+from drills.durations import parse_duration
 from drills.environment import Environment
 from drills.errors import DrillError, InputError, RefusedError
 from drills.home import subdir
@@ -44,7 +46,7 @@ from drills.journal import Journal, read_journal
 from drills.listeners import Fanout, Progress
 from drills.loader import LoadedPlaybook, load_playbook, resolve_environment, resolve_playbook
 from drills.lock import EnvironmentLock
-from drills.playbook import Mode, OnFailure, Step
+from drills.playbook import Mode, Objective, OnFailure, Step
 from drills.record import (
     Measurements,
     Milestone,
@@ -55,6 +57,7 @@ from drills.record import (
     build_record,
     evaluate_objectives,
 )
+from drills.redact import redact_data, redact_model, register_environment
 from drills.store import RecordStore
 from drills.targets import RoleMap, Targets, discover_roles, required_roles_problem
 from verify.registry import run_check
@@ -80,9 +83,22 @@ class RunRequest(BaseModel):
     overrides: list[str] = Field(
         default_factory=list, description="Overrides the playbook offers, given explicitly."
     )
+    objectives: dict[str, str | float] = Field(
+        default_factory=dict,
+        description="Objective targets that replace the playbook's, by name (e.g. rto: 2m).",
+    )
+    approval: Approval | None = Field(
+        default=None,
+        description="For a real run on a protected environment, given up front (CLI); when "
+        "absent, the run pauses and asks for it.",
+    )
+    approval_timeout: int = Field(
+        default=900, ge=1, le=86400, description="Seconds to wait for an approval."
+    )
 
 
 StepFn = Callable[[], StepRecord]
+Approver = Callable[["RunRequest", str], Approval | None]
 Invoker = Callable[[str, StepFn], StepRecord]
 
 
@@ -124,16 +140,40 @@ def check_request(loaded: LoadedPlaybook, env: Environment, request: RunRequest)
             f"override {', '.join(unknown)} is not offered by playbook {loaded.playbook.name} "
             f"(it offers: {', '.join(sorted(offered)) or 'none'})"
         )
+    objectives_with_targets(loaded.playbook.objectives, request.objectives)
     if env.protected and request.mode == "drill":
         raise RefusedError(
             f"environment {env.name!r} is protected: drills may not touch it "
             "(a real run with an approval is the only way)"
         )
-    if env.protected and request.mode == "real":
-        raise RefusedError(
-            f"environment {env.name!r} is protected: a real run needs an approval, "
-            "which this version cannot take yet"
+
+
+def objectives_with_targets(
+    objectives: dict[str, Objective], targets: dict[str, str | float]
+) -> dict[str, Objective]:
+    """The playbook's objectives with the request's targets in place of theirs, by name."""
+    unknown = [name for name in targets if name not in objectives]
+    if unknown:
+        raise InputError(
+            f"objective {', '.join(unknown)} is not one of the playbook's "
+            f"({', '.join(objectives) or 'it has none'}): the run request cannot set its target"
         )
+    result = dict(objectives)
+    for name, target in targets.items():
+        try:
+            seconds = parse_duration(target)
+        except ValueError as exc:
+            raise InputError(f"objective {name}: {exc}") from None
+        old = objectives[name]
+        result[name] = old.model_copy(
+            update={
+                "target": seconds,
+                "source": f"run request (the playbook's target: {old.target:g}s"
+                + (f", {old.source}" if old.source else "")
+                + ")",
+            }
+        )
+    return result
 
 
 @dataclass
@@ -165,14 +205,18 @@ class Runner:
         orchestrator: dict[str, Any] | None = None,
         store: RecordStore | None = None,
         interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit),
+        approver: Approver | None = None,
     ) -> None:
         self.request = request
         self.loaded = load_playbook(resolve_playbook(request.playbook))
         self.playbook = self.loaded.playbook
         self.env = resolve_environment(request.environment)
+        register_environment(self.env)  # its passwords are masked in journal, record and logs
         check_request(self.loaded, self.env, request)
+        self.objectives = objectives_with_targets(self.playbook.objectives, request.objectives)
         self.invoke = invoke
         self.interrupts = interrupts
+        self.approver = approver
         self.progress = Fanout(
             progress if isinstance(progress, list) else [progress] if progress else []
         )
@@ -189,7 +233,8 @@ class Runner:
     def _event(self, kind: str, **fields: Any) -> None:
         assert self.journal is not None
         stamp = self.clock.now()
-        self.journal.append({"event": kind, "at": stamp.at, "offset": stamp.offset, **fields})
+        event = {"event": kind, "at": stamp.at, "offset": stamp.offset, **fields}
+        self.journal.append(redact_data(event))
 
     def _decide(self, sentence: str) -> str:
         log.info(sentence)
@@ -221,13 +266,24 @@ class Runner:
             gate = self._preconditions()
             if gate is not None:
                 return self._end("aborted", gate)
-            writers = self._start_writers(role_map)
+            if self.env.protected and self.request.mode == "real":
+                gate = self._approval()
+                if gate is None:
+                    # The world may have moved while the run waited: ask again.
+                    gate = self._preconditions()
+                if gate is not None:
+                    return self._end("aborted", gate)
+            try:
+                writers = self._start_writers(role_map)
+            except DrillError as exc:
+                return self._end(
+                    "aborted",
+                    self._decide(f"the measurements could not start: {exc}; nothing was changed"),
+                )
             status, reason, rolled_back = self._steps()
             measurements = self._stop_writers(writers)
             self._event("measurements", measurements=measurements.model_dump())
-            objectives = evaluate_objectives(
-                self.playbook.objectives, self.milestones, measurements
-            )
+            objectives = evaluate_objectives(self.objectives, self.milestones, measurements)
             if status == "passed":
                 missed = [o for o in objectives if not o.met]
                 if missed:
@@ -271,7 +327,7 @@ class Runner:
             },
             environment=environment_snapshot(self.env),
             request=self.request.model_dump(),
-            objectives={k: v.model_dump(by_alias=True) for k, v in pb.objectives.items()},
+            objectives={k: v.model_dump(by_alias=True) for k, v in self.objectives.items()},
             orchestrator={
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
@@ -303,6 +359,32 @@ class Runner:
                 f"(observed {first.observed!r}, expected {first.expected}"
                 f"{'; ' + first.detail if first.detail else ''}); nothing was changed"
             )
+        return None
+
+    def _approval(self) -> str | None:
+        """Get and judge the approval; a sentence saying why not, or None to go on."""
+        approval = self.request.approval
+        if approval is None and self.approver is not None:
+            self.progress.approval_needed(self.run_id, self.env.name, self.playbook.name)
+            approval = self.approver(self.request, self.run_id)
+            if approval is None:
+                return self._decide(
+                    f"no approval came within {self.request.approval_timeout}s; nothing was changed"
+                )
+        if approval is None:
+            return self._decide(
+                f"environment {self.env.name!r} is protected: a real run needs an approval "
+                "(approver, ticket, the environment's name typed back, reason); nothing was "
+                "changed"
+            )
+        self._event("approval", approval=approval.model_dump())
+        why_not = refusal(approval, self.env.name)
+        if why_not:
+            return self._decide(f"{why_not}; nothing was changed")
+        self._decide(
+            f"approved by {approval.approver} ({approval.via}, ticket {approval.ticket}): "
+            f"{approval.reason}"
+        )
         return None
 
     def _steps(self) -> tuple[Literal["passed", "failed", "aborted"], str, bool]:
@@ -357,7 +439,7 @@ class Runner:
                 reason=f"runs only in {only} mode",
             )
         else:
-            record = self.invoke(step.id, lambda: self._execute(step, phase, node))
+            record = redact_model(self.invoke(step.id, lambda: self._execute(step, phase, node)))
         self._event("step", step=record.model_dump())
         for name, when in self._milestones_of(step, record):
             self._mark(name, when, step.id)
@@ -392,6 +474,8 @@ class Runner:
                 break
             except DrillError as exc:
                 error = str(exc) if exc.host else f"{node}: {exc}"
+                # An action that found a fault may say what it measured (drills.scratch).
+                data = dict(getattr(exc, "data", None) or {})
                 if attempts > step.retries:
                     break
                 time.sleep(step.retry_delay)

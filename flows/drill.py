@@ -15,17 +15,37 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.context import get_run_context
-from prefect.exceptions import TerminationSignal
+from prefect.exceptions import FlowPauseTimeout, TerminationSignal
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed
 
+from drills.approval import Approval
+from drills.errors import DrillError
 from drills.listeners import Progress
+from drills.notify import configured_notifier
 from drills.record import StepRecord
 from drills.runner import Runner, RunRequest, StepFn
+from flows.artifacts import PrefectArtifacts
 
 # The CLI's progress display, handed to the flow in-process (it is not a flow parameter: the UI
 # has no terminal to draw on).
 progress_var: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
     "drctl_progress", default=None
+)
+
+
+# What the CLI adds to the record's ``orchestrator`` (in-process only, like the progress).
+orchestrator_var: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "drctl_orchestrator", default=None
+)
+
+
+# The ids of the runs the flow started in this process, so the caller finds the record even when
+# Prefect's final state does not carry it.
+run_ids_var: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "drctl_run_ids", default=None
 )
 
 
@@ -40,6 +60,33 @@ def step_as_task(step_id: str, fn: StepFn) -> StepRecord:
     )(fn)
     result: StepRecord = step_task()
     return result
+
+
+class ApprovalForm(RunInput, Approval):
+    """The form the Prefect UI shows on a paused real run."""
+
+
+def approval_from_ui(request: RunRequest, run_id: str) -> Approval | None:
+    """Pause the flow run for the approval form; None when nobody answered in time."""
+    get_run_logger().warning(
+        "run %s: real run on protected environment %s waits for an approval (resume the flow "
+        "run with the form: approver, ticket, the environment's name, reason)",
+        run_id,
+        request.environment,
+    )
+    try:
+        form = pause_flow_run(
+            wait_for_input=ApprovalForm.with_initial_data(via="prefect-ui", approve=True),
+            timeout=request.approval_timeout,
+            poll_interval=1,
+        )
+    except FlowPauseTimeout:
+        return None
+    if form is None:
+        return None
+    return Approval.model_validate(
+        {**form.model_dump(include=set(Approval.model_fields)), "via": "prefect-ui"}
+    )
 
 
 def prefect_api() -> str:
@@ -66,15 +113,22 @@ def drill(request: RunRequest) -> State[Any]:
     orchestrator = {
         "prefect_flow_run_id": str(flow_run.id) if flow_run else None,
         "prefect_api": prefect_api(),
+        **(orchestrator_var.get() or {}),
     }
+    listeners = [p for p in (progress_var.get(), configured_notifier()) if p is not None]
+    listeners.append(PrefectArtifacts())  # the summary and the steps, in the Prefect UI
     runner = Runner(
         request,
         invoke=step_as_task,
-        progress=progress_var.get(),
+        progress=listeners,
         orchestrator=orchestrator,
         # Prefect turns SIGTERM (a cancelled or stopped worker) into TerminationSignal.
         interrupts=(KeyboardInterrupt, SystemExit, TerminationSignal),
+        approver=approval_from_ui,
     )
+    started = run_ids_var.get()
+    if started is not None:
+        started.append(runner.run_id)
     record = runner.run()
     message = f"{record.status}: {record.reason} (record {record.id})"
     if record.status == "passed":
@@ -82,16 +136,32 @@ def drill(request: RunRequest) -> State[Any]:
     return Failed(message=message, data={"record": record.id, "status": record.status})
 
 
-def run_drill(request: RunRequest, progress: Progress | None = None) -> str:
-    """Run the flow in this process and return the record id."""
+def run_drill(
+    request: RunRequest,
+    progress: Progress | None = None,
+    orchestrator: dict[str, Any] | None = None,
+) -> str:
+    """Run the flow in this process and return the record id. ``orchestrator`` adds to what
+    the record says about Prefect (e.g. that the CLI fell back to the ephemeral API)."""
     token = progress_var.set(progress)
+    orchestrator_token = orchestrator_var.set(orchestrator)
+    started: list[str] = []
+    ids_token = run_ids_var.set(started)
     try:
         state = drill(request, return_state=True)
     finally:
         progress_var.reset(token)
+        orchestrator_var.reset(orchestrator_token)
+        run_ids_var.reset(ids_token)
     data = state.result(raise_on_failure=False)
     if isinstance(data, dict) and "record" in data:
         return str(data["record"])
+    if isinstance(data, DrillError):
+        raise data  # refused before it began (a busy environment, bad input): no record
+    if started:
+        # The runner wrote its record, but Prefect's final state lost it: for instance an
+        # approval pause that timed out makes the server fail the flow run by itself.
+        return started[-1]
     if isinstance(data, BaseException):
         raise data
     raise RuntimeError(f"the drill flow ended without a record: {state.message}")
