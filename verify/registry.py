@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from drills.clock import Clock
 from drills.errors import DrillError
-from verify import http, postgres
+from verify import http, postgres, reconcile
 from verify.result import CheckResult, Observation, Probe
 
 CheckFn = Callable[[Probe, str, Any], Observation]
@@ -39,6 +39,7 @@ CHECKS: dict[str, CheckSpec] = {
         _spec("pg.down", postgres.NoParams, postgres.down),
         _spec("pg.rejects_writes", postgres.NoParams, postgres.rejects_writes),
         _spec("pg.takes_writes", postgres.NoParams, postgres.takes_writes),
+        _spec("pg.tables_match", reconcile.TablesMatchParams, reconcile.tables_match),
         _spec("http.answers", http.HttpParams, http.answers),
         _spec("his.registration_roundtrip", http.RegistrationParams, http.registration_roundtrip),
         _spec(
