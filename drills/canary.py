@@ -249,10 +249,13 @@ def analyse_canary(
 
 
 def analyse_write_outage(log: WriterLog, stopped_offset: float) -> WriteOutage:
-    """The longest stretch without a successful write, from the last good write to the next.
+    """The outage: from the last good write on the old primary to the first good write on the
+    new one (the longest such switch if writes moved more than once).
 
-    If the writes never came back before the probe stopped, the outage is still open and has no
-    end to measure: the result says so instead of inventing one.
+    If the writes never moved to another node (a rolled-back drill restarts the same primary),
+    it is the longest stretch without a successful write, and the note says so. If the writes
+    never came back before the probe stopped, the outage is still open and has no end to
+    measure: the result says so instead of inventing one.
     """
     acks = log.acks
     if len(acks) < 2:
@@ -262,7 +265,12 @@ def analyse_write_outage(log: WriterLog, stopped_offset: float) -> WriteOutage:
             failures=log.failures,
             note="fewer than two successful probe writes",
         )
-    worst = max(itertools.pairwise(acks), key=lambda pair: pair[1].offset - pair[0].offset)
+    pairs = list(itertools.pairwise(acks))
+    switches = [(a, b) for a, b in pairs if a.node != b.node]
+    note = ""
+    if not switches:
+        note = "the writes never moved to another node: the longest gap between writes"
+    worst = max(switches or pairs, key=lambda pair: pair[1].offset - pair[0].offset)
     gap = worst[1].offset - worst[0].offset
     trailing = stopped_offset - acks[-1].offset
     if trailing > gap and trailing > 0.5:
@@ -283,4 +291,5 @@ def analyse_write_outage(log: WriterLog, stopped_offset: float) -> WriteOutage:
         first_write_node=worst[1].node,
         attempts=log.attempts,
         failures=log.failures,
+        note=note,
     )

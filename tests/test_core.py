@@ -89,6 +89,24 @@ def test_write_outage_is_the_longest_gap_and_names_both_sides() -> None:
     assert (outage.last_write_node, outage.first_write_node) == ("pg1", "pg2")
 
 
+def test_write_outage_is_the_switch_even_when_a_later_gap_is_longer() -> None:
+    """A stall on the new primary after the switch is not the switch's outage."""
+    log = log_of(
+        [(1, 0.0, "pg2"), (2, 0.01, "pg2"), (5, 0.09, "pg1"), (6, 0.10, "pg1"), (9, 0.40, "pg1")]
+    )
+    outage = analyse_write_outage(log, stopped_offset=0.41)
+    assert outage.seconds == pytest.approx(0.08)
+    assert (outage.last_write_node, outage.first_write_node) == ("pg2", "pg1")
+    assert outage.note == ""
+
+
+def test_writes_that_never_moved_give_the_longest_gap_and_say_so() -> None:
+    log = log_of([(1, 0.0, "pg1"), (2, 0.01, "pg1"), (3, 0.31, "pg1"), (4, 0.32, "pg1")])
+    outage = analyse_write_outage(log, stopped_offset=0.33)
+    assert outage.seconds == pytest.approx(0.3)
+    assert "never moved to another node" in outage.note
+
+
 def test_write_outage_that_never_ended_is_not_invented() -> None:
     log = log_of([(1, 0.0, "pg1"), (2, 0.01, "pg1")])
     outage = analyse_write_outage(log, stopped_offset=5.0)
