@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from drills.clock import Clock
 from drills.errors import DrillError
-from verify import http, postgres, reconcile
+from verify import http, inspection, postgres, reconcile
 from verify.result import CheckResult, Observation, Probe
 
 CheckFn = Callable[[Probe, str, Any], Observation]
@@ -47,6 +47,13 @@ CHECKS: dict[str, CheckSpec] = {
             postgres.ReplayedParams,
             postgres.replayed_shutdown_checkpoint,
         ),
+        _spec("pg.disk_space", inspection.DiskParams, inspection.disk_space),
+        _spec("pg.wal_space", inspection.WalParams, inspection.wal_space),
+        _spec("pg.connections", inspection.ConnectionsParams, inspection.connections),
+        _spec("pg.long_sessions", inspection.LongSessionsParams, inspection.long_sessions),
+        _spec("pg.idle_in_transaction", inspection.IdleParams, inspection.idle_in_transaction),
+        _spec("pg.backup_age", inspection.BackupAgeParams, inspection.backup_age),
+        _spec("pg.settings", inspection.SettingsParams, inspection.settings),
     ]
 }
 

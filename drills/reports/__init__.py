@@ -129,15 +129,21 @@ def render_report(
     t = _words(lang)
     source = sealed if isinstance(sealed, ReportInput) else report_input(sealed)
     doc = build_view(source, lang, site, t)
+    form = "record"
+    if doc["kind"] == "inspection":
+        from drills.reports.inspection import inspection_view, plain_words
+
+        form, t = "inspection", {**t, **plain_words(lang)}
+        doc["inspection"] = inspection_view(source.record, doc, lang, site)
     context = {"doc": doc, "t": t, "site": site, "lang": lang}
     try:
         if fmt == "md":
             env = environment("md", templates)
-            text = _template(env, "record", lang, "md").render(**context)
+            text = _template(env, form, lang, "md").render(**context)
             return redact(text).encode("utf-8")
         doc["timeline_svg"] = _svg("timeline.svg.j2", templates, chart=doc["timeline"], t=t)
         env = environment("html", templates)
-        html = redact(_template(env, "record", lang, "html").render(**context, pdf=fmt == "pdf"))
+        html = redact(_template(env, form, lang, "html").render(**context, pdf=fmt == "pdf"))
     except jinja2.TemplateError as exc:
         raise InputError(f"report template error: {exc}") from exc
     if fmt == "html":

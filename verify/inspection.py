@@ -1,0 +1,420 @@
+"""Inspection (巡检) checks for PostgreSQL: space, WAL, connections, sessions, backups, settings.
+
+Each check observes one item of the quarterly inspection and judges it against thresholds that are
+its parameters: the defaults below, overridden in a playbook's ``with:``. What a check observed is
+kept in the record as plain values (bytes, seconds, counts, pids), with the thresholds it was
+judged against under ``limits``, so a report can state both in the reader's language.
+
+Nothing here changes the server: every check only reads (catalog views, ``df``, ``find``).
+Replication and lag are the existing ``pg.is_primary``, ``pg.streaming`` and ``pg.replay_lag``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from drills.durations import Duration, format_seconds
+from drills.errors import CommandFailed, InputError
+from drills.home import drctl_home
+from verify.postgres import NoParams
+from verify.result import Observation, Probe
+
+MIB = 1024 * 1024
+EXCERPT = 60  # characters of a query shown, after its literals are replaced
+LISTED = 5  # sessions named in an observation
+
+
+def _gib(n: int | float) -> str:
+    return f"{n / 1024 / MIB:.1f} GiB" if n >= 1024 * MIB else f"{n / MIB:.1f} MiB"
+
+
+# -- space -------------------------------------------------------------------------------------
+
+
+class DiskParams(NoParams):
+    max_used_percent: float = Field(
+        default=85.0, ge=0, le=100, description="Largest share of the filesystem in use (%)."
+    )
+    min_free_mib: int = Field(
+        default=1024, ge=0, description="Least space left to the server's OS user (MiB)."
+    )
+
+
+def filesystem(probe: Probe, role: str, path: str) -> dict[str, Any]:
+    """Size, use and free space of the filesystem holding ``path`` on the role's host (df -Pk)."""
+    name, _ = probe.node(role)
+    out = probe.run(role, ["df", "-Pk", path], timeout=10).stdout
+    lines = [line for line in out.splitlines() if line.strip()]
+    try:
+        fields = lines[-1].split()
+        # POSIX output: filesystem, 1024-blocks, used, available, capacity, mounted on (the
+        # filesystem name may hold spaces, so count from the end).
+        used, free = int(fields[-4]) * 1024, int(fields[-3]) * 1024
+        mount = fields[-1]
+    except (IndexError, ValueError) as exc:
+        raise CommandFailed(
+            f"cannot read df -Pk {path} on {name}: {out.strip()[:200]!r}", returncode=1, host=name
+        ) from exc
+    # As df computes its Capacity: of the space usable by ordinary users.
+    percent = round(100.0 * used / (used + free), 1) if used + free else 0.0
+    return {
+        "path": path,
+        "mount": mount,
+        "size_bytes": used + free,
+        "used_bytes": used,
+        "free_bytes": free,
+        "used_percent": percent,
+    }
+
+
+def _data_dir(probe: Probe, role: str) -> str:
+    name, node = probe.node(role)
+    if node.postgres is None:
+        raise InputError(f"node {name} (role {role}) has no postgres section", host=name)
+    return node.postgres.data_dir
+
+
+def disk_space(probe: Probe, role: str, params: DiskParams) -> Observation:
+    """The filesystem of the data directory has room: use and free space against thresholds."""
+    fs = filesystem(probe, role, _data_dir(probe, role))
+    min_free = params.min_free_mib * MIB
+    held = fs["used_percent"] <= params.max_used_percent and fs["free_bytes"] >= min_free
+    expected = f"<= {params.max_used_percent:g}% used and >= {_gib(min_free)} free"
+    observed = fs | {
+        "limits": {"max_used_percent": params.max_used_percent, "min_free_bytes": min_free}
+    }
+    detail = f"{fs['used_percent']:g}% used, {_gib(fs['free_bytes'])} free on {fs['mount']}"
+    return Observation(observed, expected, held, detail)
+
+
+class WalParams(NoParams):
+    max_wal_mib: int = Field(default=4096, ge=0, description="Largest size of pg_wal (MiB).")
+    min_free_mib: int = Field(
+        default=1024, ge=0, description="Least free space where pg_wal is (MiB)."
+    )
+    max_ready: int = Field(
+        default=100, ge=0, description="Most WAL segments waiting to be archived (.ready)."
+    )
+
+
+def wal_space(probe: Probe, role: str, params: WalParams) -> Observation:
+    """pg_wal's size and segments, WAL waiting to be archived, and free space where it is."""
+    sql = probe.sql(role)
+    row = sql.query(
+        "select coalesce(sum(size), 0)::bigint, count(*) from pg_ls_waldir()"
+        " where name ~ '^[0-9A-F]{24}$'",
+        timeout=10,
+    )[0]
+    ready = sql.scalar(
+        "select count(*) from pg_ls_archive_statusdir() where name like '%.ready'", timeout=10
+    )
+    wal_bytes, segments = int(row[0]), int(row[1])
+    fs = filesystem(probe, role, f"{_data_dir(probe, role)}/pg_wal/.")
+    max_bytes, min_free = params.max_wal_mib * MIB, params.min_free_mib * MIB
+    held = (
+        wal_bytes <= max_bytes and fs["free_bytes"] >= min_free and int(ready) <= params.max_ready
+    )
+    observed = {
+        "wal_bytes": wal_bytes,
+        "segments": segments,
+        "ready_to_archive": int(ready),
+        "free_bytes": fs["free_bytes"],
+        "used_percent": fs["used_percent"],
+        "mount": fs["mount"],
+        "limits": {
+            "max_wal_bytes": max_bytes,
+            "min_free_bytes": min_free,
+            "max_ready": params.max_ready,
+        },
+    }
+    expected = (
+        f"pg_wal <= {_gib(max_bytes)}, >= {_gib(min_free)} free, "
+        f"<= {params.max_ready} segments waiting to be archived"
+    )
+    detail = f"pg_wal {_gib(wal_bytes)} in {segments} segments, {_gib(fs['free_bytes'])} free"
+    return Observation(observed, expected, held, detail)
+
+
+# -- connections and sessions ------------------------------------------------------------------
+
+
+class ConnectionsParams(NoParams):
+    max_used_percent: float = Field(
+        default=80.0, ge=0, le=100, description="Largest share of max_connections in use (%)."
+    )
+
+
+def connections(probe: Probe, role: str, params: ConnectionsParams) -> Observation:
+    """Client connections against max_connections (less the superuser-reserved ones)."""
+    row = probe.sql(role).query(
+        "select count(*) filter (where backend_type = 'client backend'),"
+        " current_setting('max_connections')::int,"
+        " current_setting('superuser_reserved_connections')::int"
+        " from pg_stat_activity",
+        timeout=10,
+    )[0]
+    used, limit, reserved = int(row[0]), int(row[1]), int(row[2])
+    percent = round(100.0 * used / limit, 1) if limit else 100.0
+    observed = {
+        "connections": used,
+        "max_connections": limit,
+        "superuser_reserved": reserved,
+        "used_percent": percent,
+        "limits": {"max_used_percent": params.max_used_percent},
+    }
+    held = percent <= params.max_used_percent
+    expected = f"<= {params.max_used_percent:g}% of max_connections"
+    return Observation(observed, expected, held, f"{used} of {limit} ({percent:g}%)")
+
+
+_LITERAL = re.compile(r"'(?:[^']|'')*'|\$\$.*?\$\$|\b\d+(?:\.\d+)?\b", re.DOTALL)
+
+
+def query_excerpt(query: str | None, limit: int = EXCERPT) -> str:
+    """A query's first characters with every literal (strings, numbers) replaced by ``?``: enough
+    to recognise the statement, never the patient data it carries."""
+    if not query:
+        return ""
+    text = " ".join(_LITERAL.sub("?", query).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _sessions(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "pid": int(pid),
+            "user": user or "",
+            "application": app or "",
+            "client": str(client) if client is not None else "local",
+            "seconds": round(float(seconds), 1),
+            "query": query_excerpt(query),
+        }
+        for pid, user, app, client, seconds, query in rows
+    ]
+
+
+class LongSessionsParams(NoParams):
+    max: Duration = Field(
+        default=300.0, description="Longest an active statement may have been running."
+    )
+
+
+def long_sessions(probe: Probe, role: str, params: LongSessionsParams) -> Observation:
+    """Statements running longer than ``max`` (client sessions; pid, user, how long, excerpt)."""
+    rows = probe.sql(role).query(
+        "select pid, usename, application_name, client_addr,"
+        " extract(epoch from clock_timestamp() - query_start), query"
+        " from pg_stat_activity"
+        " where state = 'active' and backend_type = 'client backend'"
+        " and pid <> pg_backend_pid()"
+        " and clock_timestamp() - query_start > make_interval(secs => %s)"
+        " order by query_start",
+        (params.max,),
+        timeout=10,
+    )
+    found = _sessions(rows)
+    return _session_observation(found, params.max, "statement(s) running")
+
+
+class IdleParams(NoParams):
+    max: Duration = Field(
+        default=60.0, description="Longest a session may sit idle inside an open transaction."
+    )
+
+
+def idle_in_transaction(probe: Probe, role: str, params: IdleParams) -> Observation:
+    """Sessions idle in an open transaction longer than ``max`` (they hold locks and snapshots)."""
+    rows = probe.sql(role).query(
+        "select pid, usename, application_name, client_addr,"
+        " extract(epoch from clock_timestamp() - state_change), query"
+        " from pg_stat_activity"
+        " where state in ('idle in transaction', 'idle in transaction (aborted)')"
+        " and backend_type = 'client backend'"
+        " and clock_timestamp() - state_change > make_interval(secs => %s)"
+        " order by state_change",
+        (params.max,),
+        timeout=10,
+    )
+    found = _sessions(rows)
+    return _session_observation(found, params.max, "session(s) idle in transaction")
+
+
+def _session_observation(found: list[dict[str, Any]], limit: float, what: str) -> Observation:
+    observed = {
+        "count": len(found),
+        "longest_seconds": found[0]["seconds"] if found else 0.0,
+        "sessions": found[:LISTED],
+        "limits": {"max_seconds": limit},
+    }
+    expected = f"none longer than {format_seconds(limit)}"
+    if not found:
+        return Observation(observed, expected, True, f"no {what} longer than {limit:g}s")
+    named = ", ".join(
+        f"pid {s['pid']} ({s['user']}, {format_seconds(s['seconds'])})" for s in found[:LISTED]
+    )
+    return Observation(observed, expected, False, f"{len(found)} {what}: {named}")
+
+
+# -- backups -----------------------------------------------------------------------------------
+
+
+class BackupAgeParams(NoParams):
+    max_age: Duration = Field(
+        default=86400.0, description="Oldest the newest backup may be (from when it finished)."
+    )
+    method: Literal["drctl", "archiver"] = Field(
+        default="drctl",
+        description="drctl: the newest plain-format backup pg.basebackup made (a directory "
+        "with a backup_manifest); archiver: the last WAL segment archived (pg_stat_archiver).",
+    )
+    backup_dir: str | None = Field(
+        default=None,
+        description="Where the backups are, one per subdirectory (on the node's host); default "
+        "every node's $DRCTL_HOME/backups/<environment>/<node>/base.",
+    )
+
+
+def _environment_name(probe: Probe) -> str:
+    env = getattr(probe, "env", None)
+    name = getattr(env, "name", None)
+    if not isinstance(name, str):
+        raise InputError("pg.backup_age: the environment is not known here; give backup_dir")
+    return name
+
+
+def newest_backup(probe: Probe, role: str, backup_dir: str | None) -> tuple[str, float, int, str]:
+    """(path, finished at as epoch, how many were found, where looked) of the newest backup."""
+    if backup_dir:
+        root, depth, pattern = backup_dir.rstrip("/") or "/", "2", "*/backup_manifest"
+    else:
+        root = str(drctl_home() / "backups" / _environment_name(probe))
+        depth, pattern = "4", "*/base/*/backup_manifest"
+    # From / (the OS user may not enter drctl's working directory); a missing root is no backup.
+    script = (
+        'cd / && [ -d "$1" ] || exit 0; exec find "$1" -mindepth "$2" -maxdepth "$2"'
+        ' -type f -path "$1/$3" -printf "%T@ %h\\n"'
+    )
+    out = probe.run(role, ["sh", "-c", script, "sh", root, depth, pattern], timeout=60).stdout
+    found = sorted(
+        (float(when), path)
+        for when, _, path in (line.partition(" ") for line in out.splitlines())
+        if path
+    )
+    if not found:
+        return "", 0.0, 0, root
+    return found[-1][1], found[-1][0], len(found), root
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def backup_age(probe: Probe, role: str, params: BackupAgeParams) -> Observation:
+    """The newest backup is recent: its age against ``max_age``; none found deviates."""
+    limits = {"max_age_seconds": params.max_age}
+    expected = f"a backup finished within {format_seconds(params.max_age)}"
+    if params.method == "archiver":
+        return _archiver_age(probe, role, params, limits)
+    path, finished, count, root = newest_backup(probe, role, params.backup_dir)
+    if not path:
+        observed = {"found": 0, "looked_in": root, "method": "drctl", "limits": limits}
+        return Observation(observed, expected, False, f"no backup found in {root}")
+    age = round(max(0.0, time.time() - finished), 1)
+    observed = {
+        "found": count,
+        "path": path,
+        "finished_at": _iso(finished),
+        "age_seconds": age,
+        "method": "drctl",
+        "limits": limits,
+    }
+    detail = f"newest of {count}: {path}, {format_seconds(age)} old"
+    return Observation(observed, expected, age <= params.max_age, detail)
+
+
+def _archiver_age(
+    probe: Probe, role: str, params: BackupAgeParams, limits: dict[str, Any]
+) -> Observation:
+    row = probe.sql(role).query(
+        "select current_setting('archive_mode'), archived_count, last_archived_wal,"
+        " extract(epoch from last_archived_time), failed_count,"
+        " extract(epoch from last_failed_time)"
+        " from pg_stat_archiver",
+        timeout=10,
+    )[0]
+    mode, archived, wal, last, failed, last_failed = row
+    expected = f"WAL archived within {format_seconds(params.max_age)}, no failure since"
+    observed: dict[str, Any] = {
+        "method": "archiver",
+        "archive_mode": mode,
+        "archived_count": int(archived or 0),
+        "failed_count": int(failed or 0),
+        "limits": limits,
+    }
+    if mode == "off":
+        return Observation(observed, expected, False, "archive_mode is off")
+    if last is None:
+        return Observation(observed, expected, False, "no WAL segment archived yet")
+    age = round(max(0.0, time.time() - float(last)), 1)
+    observed |= {"last_archived_wal": wal, "finished_at": _iso(float(last)), "age_seconds": age}
+    failing = last_failed is not None and float(last_failed) > float(last)
+    if failing:
+        observed["last_failed_at"] = _iso(float(last_failed))
+    held = age <= params.max_age and not failing
+    return Observation(observed, expected, held, f"last archived {wal}, {format_seconds(age)} ago")
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+DEFAULT_SETTINGS: dict[str, str | list[str]] = {
+    "fsync": "on",
+    "full_page_writes": "on",
+    "wal_level": ["replica", "logical"],
+    "data_checksums": "on",
+}
+
+
+class SettingsParams(NoParams):
+    expected: dict[str, str | list[str]] = Field(
+        default_factory=lambda: dict(DEFAULT_SETTINGS),
+        description="Each setting's expected value, or a list of values any of which will do "
+        "(compared case-insensitively).",
+    )
+
+
+def settings(probe: Probe, role: str, params: SettingsParams) -> Observation:
+    """Key settings have their expected values (fsync, full_page_writes, wal_level, ...)."""
+    names = sorted(params.expected)
+    rows = probe.sql(role).query(
+        "select name, setting from pg_settings where name = any(%s)", (names,), timeout=10
+    )
+    seen = {str(name): str(value) for name, value in rows}
+    wrong: dict[str, str] = {}
+    for name in names:
+        want = params.expected[name]
+        allowed = [want] if isinstance(want, str) else list(want)
+        value = seen.get(name)
+        if value is None:
+            wrong[name] = "unknown setting"
+        elif value.lower() not in {a.lower() for a in allowed}:
+            wrong[name] = value
+    observed = {
+        "values": {name: seen.get(name, "unknown setting") for name in names},
+        "wrong": wrong,
+        "limits": {"expected": {k: params.expected[k] for k in names}},
+    }
+    expected = ", ".join(
+        f"{k}={v if isinstance(v, str) else '|'.join(v)}"
+        for k, v in sorted(params.expected.items())
+    )
+    detail = (
+        "; ".join(f"{k} is {v}" for k, v in wrong.items())
+        if wrong
+        else f"{len(names)} setting(s) as expected"
+    )
+    return Observation(observed, expected, not wrong, detail)
