@@ -22,6 +22,7 @@ from drills.environment import Node, PostgresAccess, read_password
 from drills.errors import CommandFailed, DrillError
 from drills.executors.local import describe as describe_argv
 from drills.executors.sql import node_dsn, redact
+from drills.human import human_actions
 from drills.migrate import migration_actions
 from drills.targets import Targets
 from verify.postgres import postmaster_state
@@ -374,5 +375,6 @@ ACTIONS: dict[str, ActionSpec] = {
         ),
         *backup_actions(),
         *migration_actions(),
+        *human_actions(),
     ]
 }

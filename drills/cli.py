@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from drills.cli_incident import register_incident
 from drills.cli_ops import prefect_api_or_fallback, register_ops
 from drills.cli_records import register_records
 from drills.cli_verify import verify_app
@@ -37,6 +38,7 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(verify_app, name="verify")
 register_records(app)  # records, keys, report
 register_ops(app)
+register_incident(app)  # incident declare, ack
 
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -400,17 +402,11 @@ def demo(
             for message in down.messages:
                 console.print(message)
     console.rule("[bold]summary")
-    table = Table(box=box.SIMPLE_HEAD, caption="steps passed; outage: writes; lost: writes")
-    for column in (
-        "drill",
-        "status",
-        "steps passed",
-        "took",
-        "write outage",
-        "lost writes",
-        "RPO",
-        "objectives",
-    ):
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        caption="steps: passed/all; db: write outage; app: service outage; lost: writes",
+    )
+    for column in ("drill", "status", "steps", "db", "app", "lost", "RPO", "objectives"):
         table.add_column(column, no_wrap=True)
     for r in records:
         m = r.measurements
@@ -418,8 +414,8 @@ def demo(
             r.playbook["name"],
             styled(r.status),
             f"{sum(s.status == 'passed' for s in r.steps)}/{len(r.steps)}",
-            format_seconds(r.duration_seconds),
             format_seconds(m.write_outage_seconds),
+            format_seconds(m.service_outage_seconds),
             "—" if m.lost_writes is None else str(m.lost_writes),
             format_seconds(m.rpo_seconds),
             f"{sum(o.met for o in r.objectives)}/{len(r.objectives)} met",

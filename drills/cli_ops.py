@@ -202,7 +202,10 @@ def _print_plans(plans: list[DeploymentPlan], now: datetime) -> None:
         for schedule in plan.schedules:
             runs = ", ".join(f"{r:%Y-%m-%d %H:%M}" for r in schedule.next_runs(now, 2))
             console.print(f"  {escape(schedule.describe())}; next: {runs or 'none ahead'}")
-        if not plan.schedules:
+        for trigger in plan.triggers:
+            about = trigger["match"]["prefect.resource.id"]
+            console.print(f"  on event {escape(trigger['expect'][0])} about {escape(about)}")
+        if not plan.schedules and not plan.triggers:
             console.print("  [yellow]no schedule[/]")
         for note in [*plan.loaded.notes, *plan.notes]:
             console.print(f"  [yellow]note: {escape(note)}[/]")
@@ -216,6 +219,7 @@ def _plan_json(plan: DeploymentPlan, now: datetime) -> dict[str, Any]:
         "problems": [str(p) for p in plan.loaded.problems],
         "notes": [*plan.loaded.notes, *plan.notes],
         "parameters": plan.parameters,
+        "triggers": plan.triggers,
         "schedules": [
             {
                 **s.as_yaml(),

@@ -115,6 +115,21 @@ class ScheduleSpec(Strict):
         return "cron" if self.cron else "rrule" if self.rrule else "pre_holiday"
 
 
+class EventTriggerSpec(Strict):
+    """Run when an event arrives: a Prefect automation whose action runs the deployment, with
+    the event's time as the run request's ``incident_declared_at``."""
+
+    event: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="The event, e.g. dr.incident.declared."
+    )
+    resource: str | None = Field(
+        default=None,
+        description="Only events about this resource id (default: "
+        "dr.environment.<the definition's environment>).",
+    )
+    enabled: bool = True
+
+
 class DrillDefinition(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="The deployment's name.")
     title: Title
@@ -129,7 +144,10 @@ class DrillDefinition(Strict):
     objectives: dict[str, str | float] = Field(
         default_factory=dict, description="Objective targets that replace the playbook's."
     )
-    schedules: list[ScheduleSpec] = Field(min_length=1)
+    schedules: list[ScheduleSpec] = Field(default_factory=list)
+    triggers: list[EventTriggerSpec] = Field(
+        default_factory=list, description="Events that start the drill (Prefect automations)."
+    )
     tags: list[str] = Field(default_factory=list)
     work_pool: str = Field(
         default=DEFAULT_WORK_POOL, description="Work pool in prefect.yaml (drctl serve needs none)."
@@ -145,6 +163,12 @@ class DrillDefinition(Strict):
             except ValueError as exc:
                 raise ValueError(f"objective {name}: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _runs_somehow(self) -> DrillDefinition:
+        if not self.schedules and not self.triggers:
+            raise ValueError("a definition needs a schedule or a trigger")
+        return self
 
     def request(self) -> dict[str, Any]:
         """The ``RunRequest`` that the deployment passes to the flow, as JSON."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import drills
 from drills import canary
@@ -42,6 +42,7 @@ from drills.durations import parse_duration
 from drills.environment import Environment
 from drills.errors import DrillError, InputError, RefusedError
 from drills.home import subdir
+from drills.human import HUMAN_ACTIONS, HumanHook, run_human_step
 from drills.journal import Journal, read_journal
 from drills.listeners import Fanout, Progress
 from drills.loader import LoadedPlaybook, load_playbook, resolve_environment, resolve_playbook
@@ -95,6 +96,22 @@ class RunRequest(BaseModel):
     approval_timeout: int = Field(
         default=900, ge=1, le=86400, description="Seconds to wait for an approval."
     )
+    incident_declared_at: datetime | None = Field(
+        default=None,
+        description="When the incident was declared (ISO 8601, UTC; e.g. 2026-11-27T01:02:03Z); "
+        "a playbook's incident.declared step stamps it. Empty: the run's start.",
+    )
+    declared_by: str | None = Field(default=None, description="Who declared the incident.")
+
+    @field_validator("incident_declared_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value.timestamp() > time.time() + 60:
+            raise ValueError("the incident cannot be declared in the future")
+        return value
 
 
 StepFn = Callable[[], StepRecord]
@@ -206,6 +223,7 @@ class Runner:
         store: RecordStore | None = None,
         interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit),
         approver: Approver | None = None,
+        human: HumanHook | None = None,
     ) -> None:
         self.request = request
         self.loaded = load_playbook(resolve_playbook(request.playbook))
@@ -217,6 +235,7 @@ class Runner:
         self.invoke = invoke
         self.interrupts = interrupts
         self.approver = approver
+        self.human = human  # asks a person (drills.human); None: drctl ack's file only
         self.progress = Fanout(
             progress if isinstance(progress, list) else [progress] if progress else []
         )
@@ -449,6 +468,9 @@ class Runner:
     def _milestones_of(self, step: Step, record: StepRecord) -> list[tuple[str, Stamp]]:
         if step.milestone is None or record.status == "skipped":
             return []
+        moment = record.data.get("milestone_moment")  # a human step knows when it happened
+        if isinstance(moment, dict) and record.status == "passed":
+            return [(step.milestone, Stamp(str(moment["at"]), float(moment["offset"])))]
         if step.milestone_at == "started":
             return [(step.milestone, Stamp(record.started_at, record.offsets.started))]
         if record.status == "failed":
@@ -460,6 +482,8 @@ class Runner:
     def _execute(self, step: Step, phase: Literal["main", "rollback"], node: str) -> StepRecord:
         """One step: the action with its retries, then its checks until they hold."""
         assert self.targets is not None
+        if step.action in HUMAN_ACTIONS:
+            return run_human_step(self, step, phase, node)
         spec = ACTIONS[step.action]
         params = spec.params.model_validate(step.with_)
         started = self.clock.now()

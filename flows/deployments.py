@@ -98,6 +98,16 @@ class PlannedSchedule:
         return found
 
 
+# What an event-started run is given: the event's time as the declaration (drills.human).
+# Prefect renders these Jinja templates when the automation fires.
+EVENT_REQUEST = {
+    "incident_declared_at": "{{ event.occurred.isoformat() }}",
+    # In parentheses: Prefect appends `| tojson` to a single expression, and a filter binds
+    # tighter than `or`.
+    "declared_by": "{{ (event.payload.get('declared_by') or event.event ~ ' event ' ~ event.id) }}",
+}
+
+
 @dataclass(frozen=True)
 class DeploymentPlan:
     """One definition, ready to become a deployment."""
@@ -120,6 +130,24 @@ class DeploymentPlan:
         text = f"{d.title.en} / {d.title.zh}"
         more = " ".join(d.description.split())
         return f"{text}: {more}" if more else text
+
+    @property
+    def triggers(self) -> list[dict[str, Any]]:
+        """Each event trigger as Prefect's deployment trigger (prefect.yaml's form)."""
+        d = self.loaded.definition
+        return [
+            {
+                "name": f"{d.name}: {t.event}",
+                "enabled": t.enabled,
+                "match": {"prefect.resource.id": t.resource or f"dr.environment.{d.environment}"},
+                "expect": [t.event],
+                "posture": "Reactive",
+                "threshold": 1,
+                "within": 0,
+                "parameters": {"request": {**d.request(), **EVENT_REQUEST}},
+            }
+            for t in d.triggers
+        ]
 
     @property
     def tags(self) -> list[str]:
@@ -195,6 +223,7 @@ def plan_deployments(loaded: list[LoadedDefinition], today: date) -> list[Deploy
 
 def runner_deployments(plans: list[DeploymentPlan]) -> list[Any]:
     """The plans as Prefect ``RunnerDeployment`` objects of the drill flow."""
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
     from prefect.types.entrypoint import EntrypointType
 
     from flows.drill import drill
@@ -208,6 +237,7 @@ def runner_deployments(plans: list[DeploymentPlan]) -> list[Any]:
             tags=plan.tags,
             enforce_parameter_schema=True,
             entrypoint_type=EntrypointType.MODULE_PATH,
+            triggers=[DeploymentEventTrigger(**t) for t in plan.triggers],
         )
         for plan in plans
     ]
@@ -230,18 +260,19 @@ def prefect_yaml(
         pool: dict[str, Any] = {"name": d.work_pool}
         if d.work_queue:
             pool["work_queue_name"] = d.work_queue
-        deployments.append(
-            {
-                "name": plan.name,
-                "description": plan.description,
-                "entrypoint": FLOW_ENTRYPOINT,
-                "tags": plan.tags,
-                "parameters": plan.parameters,
-                "enforce_parameter_schema": True,
-                "work_pool": pool,
-                "schedules": [s.as_yaml() for s in plan.schedules],
-            }
-        )
+        deployment: dict[str, Any] = {
+            "name": plan.name,
+            "description": plan.description,
+            "entrypoint": FLOW_ENTRYPOINT,
+            "tags": plan.tags,
+            "parameters": plan.parameters,
+            "enforce_parameter_schema": True,
+            "work_pool": pool,
+            "schedules": [s.as_yaml() for s in plan.schedules],
+        }
+        if plan.triggers:
+            deployment["triggers"] = plan.triggers
+        deployments.append(deployment)
     notes = sorted({f"{p.name}: {n}" for p in plans for n in p.notes})
     header = [
         "# Prefect deployments of drctl's drill flow, for work pools and workers.",

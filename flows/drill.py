@@ -28,6 +28,7 @@ from drills.notify import configured_notifier
 from drills.record import StepRecord
 from drills.runner import Runner, RunRequest, StepFn
 from flows.artifacts import PrefectArtifacts
+from flows.human import acknowledgement_from_ui
 
 # The CLI's progress display, handed to the flow in-process (it is not a flow parameter: the UI
 # has no terminal to draw on).
@@ -125,6 +126,7 @@ def drill(request: RunRequest) -> State[Any]:
         # Prefect turns SIGTERM (a cancelled or stopped worker) into TerminationSignal.
         interrupts=(KeyboardInterrupt, SystemExit, TerminationSignal),
         approver=approval_from_ui,
+        human=acknowledgement_from_ui,
     )
     started = run_ids_var.get()
     if started is not None:

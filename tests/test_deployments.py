@@ -52,12 +52,14 @@ def test_the_shipped_examples() -> None:
     assert broken == []
     by_name = {item.definition.name: item.definition for item in loaded}
     assert sorted(by_name) == [
+        "emergency-activation",
         "monthly-restore-test",
         "pre-holiday-backup-verification",
         "quarterly-inspection",
         "quarterly-switchover",
     ]
     assert {d.playbook for d in by_name.values()} == {
+        "his-emergency-activation",
         "pg-switchover",
         "pg-inspection",
         "pg-backup-verify",
