@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "drctl needs Python >= 3.11"'
@@ -19,8 +19,12 @@ demo: $(STAMP)
 	$(VENV)/bin/drctl demo
 
 ## Lint, type-check and run every test (real PostgreSQL, real Prefect).
-test: $(STAMP) lint
+test: system-packages $(STAMP) lint
 	$(VENV)/bin/python -m pytest
+
+## Debian packages the tests need (PDF: Pango and a CJK font); installed when run as root.
+system-packages:
+	bash .ci/system-packages
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
