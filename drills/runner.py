@@ -345,7 +345,7 @@ class Runner:
                 "path": self.loaded.path,
             },
             environment=environment_snapshot(self.env),
-            request=self.request.model_dump(),
+            request=self.request.model_dump(mode="json"),
             objectives={k: v.model_dump(by_alias=True) for k, v in self.objectives.items()},
             orchestrator={
                 "host": socket.gethostname(),

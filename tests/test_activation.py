@@ -156,6 +156,8 @@ def test_acknowledged_through_the_api_activates_and_meets_the_contract(
     assert steps["declare_incident"].data["declared_by"] == "HIS duty desk"
     assert any("wall-clock difference" in n for n in record.notes)
     assert record.request["declared_by"] == "HIS duty desk"
+    # The request is kept as JSON: the declaration time is ISO 8601, as the milestones are.
+    assert "T" in record.request["incident_declared_at"]
     assert steps["verify_service"].checks[0].held
     wait_streaming(lab)
 
