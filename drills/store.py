@@ -220,7 +220,67 @@ class Backend(Protocol):
     def ids(self, kind: str) -> list[str]: ...
 
 
-class SqliteBackend:
+class _Reads:
+    """The reads both back ends share; they differ only in the driver's placeholder."""
+
+    placeholder = "?"
+
+    def _connect(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self.placeholder)
+
+    def get(self, record_id: str) -> Entry | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                self._sql(f"SELECT {COLUMNS}, body FROM drctl_records WHERE id = ?"), (record_id,)
+            ).fetchone()
+        return _entry(row, True) if row else None
+
+    def referring(self, record_id: str) -> list[Entry]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                self._sql(f"SELECT {COLUMNS}, body FROM drctl_records WHERE ref = ? ORDER BY seq"),
+                (record_id,),
+            ).fetchall()
+        return [_entry(r, True) for r in rows]
+
+    def entries(self, *, with_body: bool) -> Iterator[Entry]:
+        columns = f"{COLUMNS}, body" if with_body else COLUMNS
+        with self._connect() as conn:
+            cursor = conn.execute(f"SELECT {columns} FROM drctl_records ORDER BY seq")
+            while rows := cursor.fetchmany(1000):
+                for row in rows:
+                    yield _entry(row, with_body)
+
+    def evidence(self, seq: int, name: str) -> bytes | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                self._sql("SELECT content FROM drctl_evidence WHERE seq = ? AND name = ?"),
+                (seq, name),
+            ).fetchone()
+        return _bytes(row[0]) if row else None
+
+    def all_evidence(self) -> dict[tuple[int, str], bytes]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT seq, name, content FROM drctl_evidence").fetchall()
+        return {(int(r[0]), str(r[1])): _bytes(r[2]) for r in rows}
+
+    def head(self) -> tuple[bytes, str] | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT head, signature FROM drctl_head WHERE one = 1").fetchone()
+        return (str(row[0]).encode("utf-8"), str(row[1])) if row else None
+
+    def ids(self, kind: str) -> list[str]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                self._sql("SELECT id FROM drctl_records WHERE kind = ?"), (kind,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+
+class SqliteBackend(_Reads):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.location = str(path)
@@ -286,53 +346,10 @@ class SqliteBackend:
                 raise
         return entries
 
-    def get(self, record_id: str) -> Entry | None:
-        with self._connect() as conn:
-            row = conn.execute(
-                f"SELECT {COLUMNS}, body FROM drctl_records WHERE id = ?", (record_id,)
-            ).fetchone()
-        return _entry(row, True) if row else None
 
-    def referring(self, record_id: str) -> list[Entry]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                f"SELECT {COLUMNS}, body FROM drctl_records WHERE ref = ? ORDER BY seq",
-                (record_id,),
-            ).fetchall()
-        return [_entry(r, True) for r in rows]
+class PostgresBackend(_Reads):
+    placeholder = "%s"
 
-    def entries(self, *, with_body: bool) -> Iterator[Entry]:
-        columns = f"{COLUMNS}, body" if with_body else COLUMNS
-        with self._connect() as conn:
-            cursor = conn.execute(f"SELECT {columns} FROM drctl_records ORDER BY seq")
-            while rows := cursor.fetchmany(1000):
-                for row in rows:
-                    yield _entry(row, with_body)
-
-    def evidence(self, seq: int, name: str) -> bytes | None:
-        with self._connect() as conn:
-            row = conn.execute(
-                "SELECT content FROM drctl_evidence WHERE seq = ? AND name = ?", (seq, name)
-            ).fetchone()
-        return _bytes(row[0]) if row else None
-
-    def all_evidence(self) -> dict[tuple[int, str], bytes]:
-        with self._connect() as conn:
-            rows = conn.execute("SELECT seq, name, content FROM drctl_evidence").fetchall()
-        return {(int(r[0]), str(r[1])): _bytes(r[2]) for r in rows}
-
-    def head(self) -> tuple[bytes, str] | None:
-        with self._connect() as conn:
-            row = conn.execute("SELECT head, signature FROM drctl_head WHERE one = 1").fetchone()
-        return (str(row[0]).encode("utf-8"), str(row[1])) if row else None
-
-    def ids(self, kind: str) -> list[str]:
-        with self._connect() as conn:
-            rows = conn.execute("SELECT id FROM drctl_records WHERE kind = ?", (kind,)).fetchall()
-        return [str(r[0]) for r in rows]
-
-
-class PostgresBackend:
     def __init__(self, url: str) -> None:
         import psycopg
         from psycopg import conninfo
@@ -398,50 +415,6 @@ class PostgresBackend:
                 (head.decode("utf-8"), head_sig),
             )
         return entries
-
-    def get(self, record_id: str) -> Entry | None:
-        with self._connect() as conn:
-            row = conn.execute(
-                f"SELECT {COLUMNS}, body FROM drctl_records WHERE id = %s", (record_id,)
-            ).fetchone()
-        return _entry(row, True) if row else None
-
-    def referring(self, record_id: str) -> list[Entry]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                f"SELECT {COLUMNS}, body FROM drctl_records WHERE ref = %s ORDER BY seq",
-                (record_id,),
-            ).fetchall()
-        return [_entry(r, True) for r in rows]
-
-    def entries(self, *, with_body: bool) -> Iterator[Entry]:
-        columns = f"{COLUMNS}, body" if with_body else COLUMNS
-        with self._connect() as conn:
-            rows = conn.execute(f"SELECT {columns} FROM drctl_records ORDER BY seq").fetchall()
-        for row in rows:
-            yield _entry(row, with_body)
-
-    def evidence(self, seq: int, name: str) -> bytes | None:
-        with self._connect() as conn:
-            row = conn.execute(
-                "SELECT content FROM drctl_evidence WHERE seq = %s AND name = %s", (seq, name)
-            ).fetchone()
-        return _bytes(row[0]) if row else None
-
-    def all_evidence(self) -> dict[tuple[int, str], bytes]:
-        with self._connect() as conn:
-            rows = conn.execute("SELECT seq, name, content FROM drctl_evidence").fetchall()
-        return {(int(r[0]), str(r[1])): _bytes(r[2]) for r in rows}
-
-    def head(self) -> tuple[bytes, str] | None:
-        with self._connect() as conn:
-            row = conn.execute("SELECT head, signature FROM drctl_head WHERE one = 1").fetchone()
-        return (str(row[0]).encode("utf-8"), str(row[1])) if row else None
-
-    def ids(self, kind: str) -> list[str]:
-        with self._connect() as conn:
-            rows = conn.execute("SELECT id FROM drctl_records WHERE kind = %s", (kind,)).fetchall()
-        return [str(r[0]) for r in rows]
 
 
 def open_backend(url: str | None, records_dir: Path) -> Backend:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,3 +31,45 @@ def drctl(
         cwd=REPO,
         stdin=subprocess.DEVNULL,
     )
+
+
+def run_in_thread(request: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run the drill flow in a thread; ``out`` gets the record id, or the error it raised."""
+    from flows.drill import run_drill
+
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["id"] = run_drill(request)
+        except BaseException as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def paused_flow_run(name_part: str, deadline: float = 90) -> UUID:
+    """The id of the paused flow run whose name contains ``name_part``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    end = time.monotonic() + deadline
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < end:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
+            for run in runs:
+                if name_part in run.name:
+                    return run.id
+            time.sleep(0.2)
+    raise AssertionError(f"no paused flow run named like {name_part!r} within {deadline:g}s")

@@ -23,52 +23,12 @@ from drills.human import write_ack_file
 from drills.loader import bundled_playbooks
 from drills.record import Record
 from drills.runner import RunRequest
-from tests.helpers import drctl
+from tests.helpers import drctl, paused_flow_run, run_in_thread
 from tests.test_drills import roles_now, store, wait_streaming
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
 
 PLAYBOOK = "his-emergency-activation"
-
-
-def run_in_thread(request: RunRequest) -> tuple[threading.Thread, dict[str, Any]]:
-    from flows.drill import run_drill
-
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            out["id"] = run_drill(request)
-        except BaseException as exc:
-            out["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, out
-
-
-def paused_flow_run(name_part: str, deadline: float = 90) -> UUID:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    end = time.monotonic() + deadline
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < end:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                )
-            )
-            for run in runs:
-                if name_part in run.name:
-                    return run.id
-            time.sleep(0.2)
-    raise AssertionError("the run never paused for the acknowledgement")
 
 
 def run_id_of(home: Path, flow_run_id: UUID) -> str:

@@ -4,7 +4,6 @@ out, each driven through Prefect's API; and the same approval given on the CLI."
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from drills.lab import Lab
 from drills.record import Record
 from drills.runner import RunRequest
 from drills.store import RecordStore
-from tests.helpers import drctl
+from tests.helpers import drctl, paused_flow_run, run_in_thread
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
 
@@ -62,46 +61,6 @@ def marker_exists(home: Path, *, drop: bool = False) -> bool:
     return bool(sql.scalar("select count(*) from pg_tables where tablename = 'approval_marker'"))
 
 
-def run_in_thread(request: RunRequest) -> tuple[threading.Thread, dict[str, Any]]:
-    from flows.drill import run_drill
-
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            out["id"] = run_drill(request)
-        except BaseException as exc:
-            out["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, out
-
-
-def paused_run_id(name_part: str, deadline: float = 60) -> Any:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    end = time.monotonic() + deadline
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < end:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                )
-            )
-            for run in runs:
-                if name_part in run.name:
-                    return run.id
-            time.sleep(0.2)
-    raise AssertionError("the run never paused for its approval")
-
-
 def finish(thread: threading.Thread, out: dict[str, Any], home: Path) -> Record:
     thread.join(timeout=120)
     assert not thread.is_alive(), "the drill did not finish"
@@ -129,7 +88,7 @@ def test_an_approval_through_the_ui_lets_the_run_go_on(
     thread, out = run_in_thread(
         RunRequest(playbook=str(playbook), environment=str(env), mode="real")
     )
-    resume_flow_run(paused_run_id(str(playbook)), run_input=form())
+    resume_flow_run(paused_flow_run(str(playbook), 60), run_input=form())
     record = finish(thread, out, lab)
     assert record.status == "passed", record.reason
     assert record.approval is not None and record.approval["approver"] == "Dr. Li (IT director)"
@@ -155,7 +114,7 @@ def test_a_denied_or_mistyped_approval_changes_nothing(
     thread, out = run_in_thread(
         RunRequest(playbook=str(playbook), environment=str(env), mode="real")
     )
-    resume_flow_run(paused_run_id(str(playbook)), run_input=form(**changes))
+    resume_flow_run(paused_flow_run(str(playbook), 60), run_input=form(**changes))
     record = finish(thread, out, lab)
     assert record.status == "aborted"
     assert why in record.reason and "nothing was changed" in record.reason
@@ -170,7 +129,7 @@ def test_an_approval_that_never_comes_times_out(
     thread, out = run_in_thread(
         RunRequest(playbook=str(playbook), environment=str(env), mode="real", approval_timeout=2)
     )
-    paused_run_id(str(playbook))
+    paused_flow_run(str(playbook), 60)
     record = finish(thread, out, lab)
     assert record.status == "aborted"
     assert record.reason == "no approval came within 2s; nothing was changed"
