@@ -186,7 +186,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def start_servers(home: Path) -> Servers:
     import psycopg
 
-    from drills.lab import Lab
+    from drills.lab.onehost import Lab
 
     up = Lab(home).up()
     primary = next(n for n in up.nodes if n.role == "primary")
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
-            from drills.lab import Lab
+            from drills.lab.onehost import Lab
 
             Lab(home).down()
         except Exception as exc:

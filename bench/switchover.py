@@ -45,20 +45,21 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
+from drills.engine.actions import standby_config
+from drills.engine.loader import resolve_environment
+from drills.engine.runner import Runner, RunRequest
+from drills.engine.targets import discover_roles
+
 # drills imports no Prefect: safe before the environment below is set. flows.drill (which does)
 # is imported only after ``configure_environment``.
-from drills import canary
-from drills.actions import standby_config
-from drills.clock import Clock
-from drills.environment import Environment, Node, PostgresAccess, read_password
+from drills.engines.postgres import canary
 from drills.executors.local import LocalExecutor
-from drills.executors.sql import node_dsn
-from drills.lab import Lab
-from drills.loader import resolve_environment
-from drills.record import Record
-from drills.runner import Runner, RunRequest
-from drills.store import RecordStore
-from drills.targets import discover_roles
+from drills.executors.postgres import node_dsn
+from drills.lab.onehost import Lab
+from drills.model.clock import Clock
+from drills.model.environment import Environment, Node, PostgresAccess, read_password
+from drills.model.record import Record
+from drills.records.store import RecordStore
 
 PLAYBOOK = "pg-switchover"
 ENVIRONMENT = "lab"

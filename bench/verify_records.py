@@ -207,8 +207,8 @@ def journal_events(run_id: str, start: datetime) -> list[dict[str, Any]]:
 def build(home: Path, count: int) -> Any:
     import json
 
-    from drills.record import build_record
-    from drills.store import RecordStore
+    from drills.model.record import build_record
+    from drills.records.store import RecordStore
 
     store = RecordStore(home / "records", home / "locks", url="")
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -248,8 +248,8 @@ def main() -> int:
     os.environ["DRCTL_HOME"] = str(home)
     os.environ.pop("DRCTL_RECORDS_URL", None)
     try:
-        from drills.chain import sha256
-        from drills.signing import init_keys
+        from drills.records.chain import sha256
+        from drills.records.signing import init_keys
 
         init_keys()
         seconds, store = timed(lambda: build(home, args.records))
@@ -304,7 +304,7 @@ def main() -> int:
         )
 
         if not args.no_bundle:
-            from drills.export import export_bundle, verify_bundle
+            from drills.records.export import export_bundle, verify_bundle
 
             out = home / "bundle"
             seconds, _ = timed(

@@ -1,6 +1,6 @@
 """Prefect artifacts: each finished drill shows its summary and its steps in the Prefect UI.
 
-A listener (``drills.listeners``): when a run ends it publishes, within the flow run,
+A listener (``drills.engine.listeners``): when a run ends it publishes, within the flow run,
 
 - a markdown artifact ``drill-PLAYBOOK`` (the summary: status, reason, objectives, measurements),
 - a table artifact ``drill-PLAYBOOK-steps`` (one row per step with its times and result),
@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from drills.durations import format_seconds
-from drills.listeners import Listener
-from drills.record import Record
+from drills.engine.listeners import Listener
+from drills.model.durations import format_seconds
+from drills.model.record import Record
 from drills.reports import md_code, md_escape
 
 

@@ -9,7 +9,7 @@ Two ways onto a Prefect server, from the same definitions:
   them on a work pool, and workers near the database hosts run them.
 
 Schedules are in Asia/Shanghai time unless a definition says otherwise. A ``pre_holiday``
-schedule becomes an RRULE of RDATEs: the verification dates (``drills.holidays``) of this year
+schedule becomes an RRULE of RDATEs: the verification dates (``drills.ops.holidays``) of this year
 and the next, whichever are published. The flow's parameter is the ``RunRequest`` model, so the
 UI's run form shows its fields and the server validates runs against its schema.
 """
@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from drills.definitions import SHANGHAI, LoadedDefinition, PreHoliday, ScheduleSpec, slug
-from drills.holidays import (
+from drills.ops.definitions import SHANGHAI, LoadedDefinition, PreHoliday, ScheduleSpec, slug
+from drills.ops.holidays import (
     HOLIDAYS_FILE_ENV,
     chinesecalendar_version,
     default_lead_working_days,
@@ -98,7 +98,7 @@ class PlannedSchedule:
         return found
 
 
-# What an event-started run is given: the event's time as the declaration (drills.human).
+# What an event-started run is given: the event's time as the declaration (drills.engine.human).
 # Prefect renders these Jinja templates when the automation fires.
 EVENT_REQUEST = {
     "incident_declared_at": "{{ event.occurred.isoformat() }}",

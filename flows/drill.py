@@ -21,12 +21,12 @@ from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed
 
-from drills.approval import Approval
-from drills.errors import DrillError
-from drills.listeners import Progress
-from drills.notify import configured_notifier
-from drills.record import StepRecord
-from drills.runner import Runner, RunRequest, StepFn
+from drills.engine.listeners import Progress
+from drills.engine.runner import Runner, RunRequest, StepFn
+from drills.model.approval import Approval
+from drills.model.errors import DrillError
+from drills.model.record import StepRecord
+from drills.ops.notify import configured_notifier
 from flows.artifacts import PrefectArtifacts
 from flows.human import acknowledgement_from_ui
 

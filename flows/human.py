@@ -1,6 +1,6 @@
 """The drill flow's human hook: pause the flow run for a typed acknowledgement.
 
-``acknowledgement_from_ui`` is the ``human`` hook the flow gives the runner (``drills.human``). It
+``acknowledgement_from_ui`` is the ``human`` hook the flow gives the runner (``drills.engine.human``). It
 pauses the flow run with the ``AckForm`` (the Prefect UI renders it; ``resume_flow_run`` from
 code, or ``drctl ack``, fills it through the API), and at the same time watches for ``drctl
 ack``'s file (``$DRCTL_HOME/acks/<run_id>/<step_id>.json``), written when the command cannot
@@ -28,11 +28,11 @@ from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from pydantic import Field
 
-from drills.human import FILE_POLL, AckParams, HumanAnswer, read_ack_file
+from drills.engine.human import FILE_POLL, AckParams, HumanAnswer, read_ack_file
 
 if TYPE_CHECKING:
-    from drills.playbook import Step
-    from drills.runner import RunRequest
+    from drills.engine.runner import RunRequest
+    from drills.model.playbook import Step
 
 
 class AckForm(RunInput):

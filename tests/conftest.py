@@ -23,7 +23,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from drills.lab import Lab
+    from drills.lab.onehost import Lab
 
     try:
         Lab(SESSION_HOME).down()
@@ -49,7 +49,7 @@ def prefect_api() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def lab(home: Path) -> Iterator[Path]:
     """The session's lab (environment `lab`), torn down at the end of the session."""
-    from drills.lab import Lab
+    from drills.lab.onehost import Lab
 
     lab = Lab(home)
     lab.up()

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from drills.executors.sql import SqlExecutor
-from drills.lab import OS_USER
-from drills.record import Record
-from drills.runner import Runner, RunRequest
+from drills.engine.runner import Runner, RunRequest
+from drills.executors.postgres import SqlExecutor
+from drills.lab.onehost import OS_USER
+from drills.model.record import Record
 from tests.helpers import REPO
 
 RUN_AS = OS_USER if os.geteuid() == 0 else None

@@ -19,10 +19,10 @@ from uuid import UUID
 import pytest
 import yaml
 
-from drills.human import write_ack_file
-from drills.loader import bundled_playbooks
-from drills.record import Record
-from drills.runner import RunRequest
+from drills.engine.human import write_ack_file
+from drills.engine.loader import bundled_playbooks
+from drills.engine.runner import RunRequest
+from drills.model.record import Record
 from tests.helpers import drctl, paused_flow_run, run_in_thread
 from tests.test_drills import roles_now, store, wait_streaming
 
@@ -221,7 +221,7 @@ def test_a_declared_incident_event_starts_the_activation_deployment(prefect_api:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.events import emit_event
 
-    from drills.definitions import load_definitions, shipped_definitions
+    from drills.ops.definitions import load_definitions, shipped_definitions
     from flows.deployments import plan_deployments, runner_deployments
 
     loaded, broken = load_definitions([shipped_definitions() / "emergency-activation.yaml"])

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from drills import his
-from drills.clock import Clock
-from drills.lab import Lab
-from drills.loader import resolve_environment
-from drills.targets import Targets
+from drills.engine.loader import resolve_environment
+from drills.engine.targets import Targets
+from drills.lab import his
+from drills.lab.onehost import Lab
+from drills.model.clock import Clock
 from tests.helpers import drctl
 from verify.registry import run_check
 
@@ -111,7 +111,7 @@ def test_the_stand_in_stops_with_the_lab(tmp_path: Path) -> None:
         down = lab.down()
         assert f"HIS stand-in (pid {running.pid})" in down.stopped
         assert not Path(f"/proc/{running.pid}/cmdline").exists() or (
-            b"drills.his" not in Path(f"/proc/{running.pid}/cmdline").read_bytes()
+            b"drills.lab.his" not in Path(f"/proc/{running.pid}/cmdline").read_bytes()
         )
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{running.base_url}/health", timeout=1, trust_env=False)

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from drills.executors.sql import SqlExecutor
-from drills.lab import Lab
-from drills.record import Record
-from drills.runner import RunRequest
-from drills.store import RecordStore
+from drills.engine.runner import RunRequest
+from drills.executors.postgres import SqlExecutor
+from drills.lab.onehost import Lab
+from drills.model.record import Record
+from drills.records.store import RecordStore
 from tests.helpers import drctl, paused_flow_run, run_in_thread
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from drills.lab import Lab
+from drills.lab.onehost import Lab
 from tests.helpers import drctl
 from tests.pg_fixtures import (
     SEED,

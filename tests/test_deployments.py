@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from drills.definitions import load_definitions, shipped_definitions
+from drills.ops.definitions import load_definitions, shipped_definitions
 from flows.deployments import plan_deployments, prefect_yaml
 from tests.helpers import REPO, drctl
 
@@ -175,9 +175,9 @@ def test_a_file_that_is_not_a_definition_is_a_clear_error(tmp_path: Path) -> Non
 
 
 def test_run_request_objectives_replace_the_playbook_targets() -> None:
-    from drills.errors import InputError
-    from drills.loader import load_playbook, resolve_playbook
-    from drills.runner import objectives_with_targets
+    from drills.engine.loader import load_playbook, resolve_playbook
+    from drills.engine.runner import objectives_with_targets
+    from drills.model.errors import InputError
 
     objectives = load_playbook(resolve_playbook("pg-switchover")).playbook.objectives
     changed = objectives_with_targets(objectives, {"rto": "2m", "write_outage": 7})

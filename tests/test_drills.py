@@ -20,11 +20,11 @@ from uuid import UUID
 import pytest
 import yaml
 
-from drills.executors.sql import SqlExecutor
-from drills.lab import Lab
-from drills.record import Record
-from drills.runner import Runner, RunRequest
-from drills.store import RecordStore
+from drills.engine.runner import Runner, RunRequest
+from drills.executors.postgres import SqlExecutor
+from drills.lab.onehost import Lab
+from drills.model.record import Record
+from drills.records.store import RecordStore
 from tests.helpers import REPO, drctl
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
@@ -307,7 +307,7 @@ def test_a_rolled_back_run_fails_and_undoes_in_reverse(lab: Path, tmp_path: Path
 
 
 def _env_node(home: Path, record: Record) -> Any:
-    from drills.loader import resolve_environment
+    from drills.engine.loader import resolve_environment
 
     return resolve_environment("lab").nodes[record.roles["primary"]]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import chinese_calendar
 import pytest
 
-from drills.errors import InputError
-from drills.holidays import (
+from drills.model.errors import InputError
+from drills.ops.holidays import (
     HOLIDAYS_FILE_ENV,
     HolidayBreak,
     long_breaks,

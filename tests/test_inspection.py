@@ -19,8 +19,8 @@ import pypdf
 import pytest
 import yaml
 
-from drills.lab import Lab
-from drills.record import Record
+from drills.lab.onehost import Lab
+from drills.model.record import Record
 from tests.helpers import REPO, drctl
 from tests.pg_fixtures import (
     dsn_of,
@@ -75,8 +75,8 @@ def observed(record: Record, step: str, index: int = 0) -> Any:
 
 def report(record: Record, fmt: str, lang: str = "zh") -> bytes:
     from drills.home import subdir
+    from drills.records.store import RecordStore
     from drills.reports import render_report
-    from drills.store import RecordStore
 
     store = RecordStore(subdir("records"), subdir("locks"))
     return render_report(store.sealed(record.id), fmt=fmt, lang=lang)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drills import lab as lab_module
-from drills.environment import Environment
-from drills.errors import LabError
 from drills.executors.local import LocalExecutor
-from drills.executors.sql import SqlExecutor
-from drills.lab import ENVIRONMENT_NAME, OS_USER, Lab, find_pg_bin
+from drills.executors.postgres import SqlExecutor
+from drills.lab import onehost as lab_module
+from drills.lab.onehost import ENVIRONMENT_NAME, OS_USER, Lab, find_pg_bin
+from drills.model.environment import Environment
+from drills.model.errors import LabError
 
 pytestmark = pytest.mark.lab
 

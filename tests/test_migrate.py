@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from drills.backup import init_instance
-from drills.lab import Lab, find_pg_bin
-from drills.scratch import Instance, free_port
+from drills.engines.postgres.backup import init_instance
+from drills.engines.postgres.scratch import Instance, free_port
+from drills.lab.onehost import Lab, find_pg_bin
 from tests.pg_fixtures import (
     RUN_AS,
     SEED,

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from drills.notify import (
+from drills.engine.runner import Runner, RunRequest
+from drills.model.record import Record
+from drills.ops.notify import (
     NOTIFY_ENV,
     NOTIFY_FILE_ENV,
     AppriseChannels,
@@ -27,8 +29,6 @@ from drills.notify import (
     configured_notifier,
     load_settings,
 )
-from drills.record import Record
-from drills.runner import Runner, RunRequest
 from tests.helpers import drctl
 
 

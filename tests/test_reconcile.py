@@ -24,11 +24,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drills.clock import Clock
-from drills.environment import Environment
-from drills.errors import ConnectionFailed, InputError
-from drills.lab import Lab
-from drills.targets import Targets
+from drills.engine.targets import Targets
+from drills.lab.onehost import Lab
+from drills.model.clock import Clock
+from drills.model.environment import Environment
+from drills.model.errors import ConnectionFailed, InputError
 from tests.helpers import drctl
 from verify import reconcile as rc
 from verify import reconcile_oracle as ora

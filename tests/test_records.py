@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from drills.chain import GENESIS, canonical, sha256
-from drills.errors import RefusedError
-from drills.export import export_bundle, verify_bundle
-from drills.record import Record
-from drills.signing import read_public_key
-from drills.store import RecordStore
+from drills.model.errors import RefusedError
+from drills.model.record import Record
+from drills.records.chain import GENESIS, canonical, sha256
+from drills.records.export import export_bundle, verify_bundle
+from drills.records.signing import read_public_key
+from drills.records.store import RecordStore
 from tests.helpers import drctl
 from tests.test_records_support import home_env, make_home, outcome_records
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drills.lab import Lab
-from drills.store import RecordStore
+from drills.lab.onehost import Lab
+from drills.records.store import RecordStore
 from tests.helpers import drctl
 from tests.test_records_support import (
     PASSED_STEPS,

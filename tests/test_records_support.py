@@ -1,6 +1,6 @@
 """Helpers for the record-store and report tests (this module holds no tests).
 
-Records are made by the real runner (``drills.runner.Runner``, no Prefect) on an environment of
+Records are made by the real runner (``drills.engine.runner.Runner``, no Prefect) on an environment of
 one local node with no database: shell steps on 127.0.0.1, nothing else. Each helper takes the
 DRCTL_HOME it works in, so tests never touch the session's home or its lab.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from drills.record import Record
+from drills.model.record import Record
 
 
 def make_home() -> Path:
@@ -106,7 +106,7 @@ def playbook_file(
 
 
 def run(playbook: Path, environment: Path, **request: Any) -> Record:
-    from drills.runner import Runner, RunRequest
+    from drills.engine.runner import Runner, RunRequest
 
     return Runner(RunRequest(playbook=str(playbook), environment=str(environment), **request)).run()
 
@@ -123,7 +123,7 @@ PASSED_STEPS = [
 
 def outcome_records(home: Path) -> dict[str, Record]:
     """A passed, a failed, a rolled-back and an interrupted record, made by the real runner."""
-    from drills.runner import Runner, RunRequest
+    from drills.engine.runner import Runner, RunRequest
 
     env = environment_file(home)
     records: dict[str, Record] = {}
@@ -176,7 +176,7 @@ def outcome_records(home: Path) -> dict[str, Record]:
     )
     with suppress(KeyboardInterrupt):
         runner.run()
-    from drills.store import RecordStore
+    from drills.records.store import RecordStore
 
     records["interrupted"] = RecordStore(home / "records", home / "locks").load(runner.run_id)
     return records

@@ -20,8 +20,8 @@ from typing import Any
 import pypdf
 import pytest
 
-from drills.record import Record, build_record
-from drills.store import RecordStore
+from drills.model.record import Record, build_record
+from drills.records.store import RecordStore
 from tests.helpers import drctl
 from tests.test_records_support import (
     PASSED_STEPS,
@@ -256,7 +256,7 @@ def synthetic(playbook: Path, environment: str, started: datetime, status: str) 
 
 
 def test_status_flags_stale_changed_and_uncovered_evidence(tmp_path: Path) -> None:
-    from drills.freshness import freshness
+    from drills.records.freshness import freshness
 
     fresh = tmp_path / "fresh.yaml"
     fresh.write_text("name: fresh\n")
@@ -300,9 +300,9 @@ def test_status_flags_stale_changed_and_uncovered_evidence(tmp_path: Path) -> No
 
 
 def test_status_without_a_holiday_schedule_says_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    from drills.freshness import freshness
+    from drills.records.freshness import freshness
 
-    monkeypatch.setitem(sys.modules, "drills.holidays", None)  # as if it were not there
+    monkeypatch.setitem(sys.modules, "drills.ops.holidays", None)  # as if it were not there
     entries = freshness([], {"expected": [{"playbook": "p", "environment": "e"}]})
     assert entries[0].holiday.startswith("unknown (holiday schedule unavailable:")
     assert entries[0].holiday_covered is None
@@ -385,7 +385,7 @@ def test_each_finished_run_publishes_its_summary_and_steps(prefect_api: str) -> 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from drills.runner import RunRequest
+    from drills.engine.runner import RunRequest
     from flows.artifacts import artifact_key
     from flows.drill import run_drill
 

@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 import yaml
 
-from drills.errors import ValidationFailed
-from drills.loader import bundled_playbooks, load_playbook
-from drills.playbook import playbook_json_schema
+from drills.engine.loader import bundled_playbooks, load_playbook
+from drills.model.errors import ValidationFailed
+from drills.model.playbook import playbook_json_schema
 from tests.helpers import drctl
 
 GOOD = textwrap.dedent(

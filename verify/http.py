@@ -7,8 +7,8 @@ import secrets
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from drills.durations import Duration
-from drills.errors import DrillError
+from drills.model.durations import Duration
+from drills.model.errors import DrillError
 from verify.result import Observation, Probe
 
 

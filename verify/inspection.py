@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from drills.durations import Duration, format_seconds
-from drills.errors import CommandFailed, InputError
 from drills.home import drctl_home
+from drills.model.durations import Duration, format_seconds
+from drills.model.errors import CommandFailed, InputError
 from verify.postgres import NoParams
 from verify.result import Observation, Probe
 

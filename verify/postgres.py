@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from drills.durations import Duration
-from drills.errors import CommandFailed, ConnectionFailed, DrillError
+from drills.model.durations import Duration
+from drills.model.errors import CommandFailed, ConnectionFailed, DrillError
 from verify.result import Observation, Probe
 
 

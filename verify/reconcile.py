@@ -59,8 +59,8 @@ import psycopg
 from psycopg import conninfo, sql
 from pydantic import BaseModel, ConfigDict, Field
 
-from drills.errors import CommandFailed, CommandTimeout, ConnectionFailed, InputError
-from drills.executors.sql import redact
+from drills.executors.postgres import redact
+from drills.model.errors import CommandFailed, CommandTimeout, ConnectionFailed, InputError
 from verify.result import Observation
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ class TablesMatchParams(BaseModel):
 
 def tables_match(probe: Probe, role: str, params: TablesMatchParams) -> Observation:
     """The tables hold the same rows as on the source role's node (keyed reconciliation)."""
-    from drills.executors.sql import node_dsn
+    from drills.executors.postgres import node_dsn
 
     _, source_node = probe.node(params.source)
     _, target_node = probe.node(role)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from drills.errors import CommandFailed, CommandTimeout, ConnectionFailed, InputError
+from drills.model.errors import CommandFailed, CommandTimeout, ConnectionFailed, InputError
 from verify.reconcile import (
     Bound,
     Column,

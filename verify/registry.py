@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from drills.clock import Clock
-from drills.errors import DrillError
+from drills.model.clock import Clock
+from drills.model.errors import DrillError
 from verify import http, inspection, postgres, reconcile
 from verify.result import CheckResult, Observation, Probe
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from drills.environment import Node
     from drills.executors.http import HttpExecutor
     from drills.executors.local import CommandResult
-    from drills.executors.sql import SqlExecutor
+    from drills.executors.postgres import SqlExecutor
+    from drills.model.environment import Node
 
 Verdict = Literal["held", "deviated", "error"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from drills.errors import CommandTimeout, ConnectionFailed, ExecutorError
+from drills.model.errors import CommandTimeout, ConnectionFailed, ExecutorError
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import jinja2
 from markupsafe import Markup
 
-from drills.errors import InputError
-from drills.redact import redact
+from drills.model.errors import InputError
+from drills.model.redact import redact
 from drills.reports.site import (
     LANGUAGES,
     PACKAGE,
@@ -34,8 +34,8 @@ from drills.reports.site import (
 from drills.reports.view import ReportInput, build_view
 
 if TYPE_CHECKING:
-    from drills.record import Record
-    from drills.store import Sealed
+    from drills.model.record import Record
+    from drills.records.store import Sealed
 
 Format = Literal["html", "md", "pdf"]
 FORMATS = ("html", "md", "pdf")

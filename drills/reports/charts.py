@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from drills.durations import format_seconds
-from drills.record import Record
+from drills.model.durations import format_seconds
+from drills.model.record import Record
 
 WIDTH = 960
 LABEL = 220

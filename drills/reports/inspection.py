@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from drills.durations import format_seconds
-from drills.record import Record
+from drills.model.durations import format_seconds
+from drills.model.record import Record
 from drills.reports.site import PACKAGE, text
 from drills.reports.view import local_time
 from verify.result import CheckResult

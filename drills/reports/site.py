@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from drills.errors import InputError
 from drills.home import drctl_home
+from drills.model.errors import InputError
 
 PACKAGE = Path(__file__).resolve().parent
 LANGUAGES = ("zh", "en")

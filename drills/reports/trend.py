@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from drills.durations import format_seconds
-from drills.record import Record
+from drills.model.durations import format_seconds
+from drills.model.record import Record
 from drills.reports.charts import trend_chart
 from drills.reports.view import local_time
 

@@ -13,10 +13,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import drills
-from drills.annotation import Merged, merge
-from drills.chain import Entry
-from drills.durations import format_seconds
-from drills.record import Record
+from drills.model.durations import format_seconds
+from drills.model.record import Record
+from drills.records.annotation import Merged, merge
+from drills.records.chain import Entry
 from drills.reports.charts import timeline
 from drills.reports.site import text
 

@@ -1,0 +1,455 @@
+"""``drctl``: the command line. Thin: it parses, calls the engine, and draws the result.
+
+Exit codes: 0 passed; 1 ran but failed (a step or an objective); 2 invalid input;
+3 refused, aborted or interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from drills.cli.incident import register_incident
+from drills.cli.ops import prefect_api_or_fallback, register_ops
+from drills.cli.records import register_records
+from drills.cli.verify import verify_app
+from drills.home import drctl_home, subdir
+from drills.model.errors import DrillError, InputError, Problem, ValidationFailed
+
+app = typer.Typer(
+    help="drctl — run disaster-recovery drills that are timed, verified and recorded.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lab_app = typer.Typer(
+    help="The local PostgreSQL lab: a primary and a streaming standby.", no_args_is_help=True
+)
+app.add_typer(lab_app, name="lab")
+app.add_typer(verify_app, name="verify")
+register_records(app)  # records, keys, report
+register_ops(app)
+register_incident(app)  # incident declare, ack
+
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT = {"passed": 0, "failed": 1, "aborted": 3, "interrupted": 3, "running": 3}
+
+
+def _prepare_prefect(verbose: bool = False) -> None:
+    """Prefect settings for a CLI run, unless the user set them: state under DRCTL_HOME, a
+    startup timeout that a fresh ephemeral API fits in, and quiet logs."""
+    os.environ.setdefault("PREFECT_HOME", str(subdir("prefect")))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "drctl")
+
+
+# -- lab ---------------------------------------------------------------------------------------
+
+
+def _lab(pg_bin: str | None = None) -> Any:
+    from drills.lab.onehost import Lab
+
+    return Lab(drctl_home(), pg_bin=pg_bin)
+
+
+@lab_app.command("up")
+def lab_up(
+    pg_bin: Annotated[
+        str | None, typer.Option("--pg-bin", help="PostgreSQL bin directory.")
+    ] = None,
+    primary_port: Annotated[int | None, typer.Option(help="Port for pg1 (default: free).")] = None,
+    standby_port: Annotated[int | None, typer.Option(help="Port for pg2 (default: free).")] = None,
+) -> None:
+    """Start the lab (or say it is already up) and write the environment `lab`."""
+    result = _lab(pg_bin).up(primary_port=primary_port, standby_port=standby_port)
+    for message in result.messages:
+        console.print(message)
+    _print_lab(result.nodes)
+    console.print(f"environment: {result.environment_file} (use --env lab)")
+
+
+@lab_app.command("status")
+def lab_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Each node's live role, address, data directory and DSN."""
+    lab = _lab()
+    nodes = lab.status()
+    app = lab.app_status()
+    if json_out:
+        print(json.dumps({"nodes": [n.as_dict() for n in nodes], "app": app}, indent=2))
+        return
+    _print_lab(nodes)
+    if app is None:
+        console.print("HIS stand-in: not running (`drctl lab up` starts it)")
+    else:
+        console.print(f"HIS stand-in: {app['url']} (pid {app['pid']}), /health → {app['health']}")
+
+
+@lab_app.command("down")
+def lab_down() -> None:
+    """Stop everything the lab started and remove it."""
+    from drills.engine.lock import force_unlock
+
+    result = _lab().down()
+    if result.stopped:
+        console.print(f"stopped {', '.join(result.stopped)}")
+    for message in result.messages:
+        console.print(message)
+    if result.had_lab:
+        stale = force_unlock(subdir("locks"), "lab")
+        if stale is not None:
+            console.print(f"cleared the lab's lock left by {stale.describe()}")
+
+
+def _print_lab(nodes: list[Any]) -> None:
+    table = Table()
+    for column in ("node", "role", "address", "pid", "data directory"):
+        table.add_column(column)
+    for n in nodes:
+        table.add_row(n.name, n.role, f"{n.host}:{n.port}", str(n.pid or "—"), n.data_dir)
+    console.print(table)
+
+
+# -- playbooks ---------------------------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Playbook or environment files.")],
+) -> None:
+    """Check playbooks and environments; report every problem at once (exit 2 if any)."""
+    from drills.engine.loader import load_environment_file, load_playbook, read_yaml
+
+    problems: list[Problem] = []
+    for path in files:
+        try:
+            doc = read_yaml(path)
+            if isinstance(doc.data, dict) and "nodes" in doc.data and "steps" not in doc.data:
+                load_environment_file(path)
+                what = "environment"
+            else:
+                load_playbook(path)
+                what = "playbook"
+            console.print(f"{path}: valid {what}")
+        except ValidationFailed as exc:
+            problems += exc.problems
+    if problems:
+        for problem in problems:
+            err.print(f"[red]{escape(str(problem))}[/]")
+        err.print(f"{len(problems)} problem(s) in {len({p.file for p in problems})} file(s)")
+        raise typer.Exit(2)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the playbook format (for editors)."""
+    from drills.model.playbook import playbook_json_schema
+
+    print(json.dumps(playbook_json_schema(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def plan(
+    playbook: Annotated[str, typer.Argument(help="Playbook file or shipped playbook name.")],
+    env: Annotated[str, typer.Option("--env", help="Environment name or file.")],
+    mode: Annotated[str, typer.Option(help="drill or real.")] = "drill",
+) -> None:
+    """Show every step, target and command that would run. Runs nothing that changes anything."""
+    from drills.engine.actions import ACTIONS
+    from drills.engine.loader import load_playbook, resolve_environment, resolve_playbook
+    from drills.engine.targets import Targets, discover_roles, required_roles_problem
+
+    loaded = load_playbook(resolve_playbook(playbook))
+    environment = resolve_environment(env)
+    pb = loaded.playbook
+    problem = required_roles_problem(environment, pb.roles)
+    if problem:
+        raise InputError(problem)
+    try:
+        roles = discover_roles(environment, pb.roles).roles
+        source = "as the servers report now"
+    except DrillError as exc:
+        roles = {r: environment.nodes_with_role(r)[0] for r in pb.roles}
+        source = f"as configured (could not ask the servers: {exc})"
+    targets = Targets(environment, roles)
+    console.print(
+        f"[bold]plan[/]: {pb.title.en} / {pb.title.zh} ({pb.name} v{pb.version}, "
+        f"sha256 {loaded.sha256[:12]}) on {environment.name}, mode {mode}"
+    )
+    if environment.protected:
+        console.print(f"[yellow]environment {environment.name} is protected[/]")
+    console.print("roles " + source + ": " + ", ".join(f"{r} = {n}" for r, n in roles.items()))
+    for name, objective in pb.objectives.items():
+        basis = objective.measure or f"{objective.from_} → {objective.to}"
+        console.print(f"objective {name}: <= {objective.target:g}s ({basis})")
+    for check in pb.preconditions:
+        console.print(
+            f"precondition: {check.check} on {check.target} ({roles.get(check.target or '', '?')})"
+            f" {check.with_ or ''}"
+        )
+    for phase, steps in (("step", pb.steps), ("rollback", pb.rollback)):
+        for index, step in enumerate(steps, 1):
+            skip = "" if mode in step.modes else f"  [dim](skipped in {mode} mode)[/]"
+            console.print(
+                f"\n[bold]{phase} {index}. {step.id}[/]: {step.action} on {step.target}"
+                f" ({roles.get(step.target, '?')}), timeout {step.timeout:g}s, "
+                f"on failure {step.on_failure.value}{skip}"
+            )
+            spec = ACTIONS[step.action]
+            for command in spec.describe(
+                targets, step.target, spec.params.model_validate(step.with_)
+            ):
+                console.print(f"    $ {command}")
+            for check in step.verify:
+                console.print(
+                    f"    verify {check.check} on {check.target or step.target}"
+                    f"{' ' + str(check.with_) if check.with_ else ''} within {step.within:g}s"
+                )
+            if step.milestone:
+                console.print(f"    marks milestone {step.milestone} ({step.milestone_at})")
+            if step.override:
+                console.print(f"    may go on under override {step.override} (--override)")
+            if step.undoes:
+                console.print(f"    undoes {step.undoes}")
+    console.print("\nnothing was run.")
+
+
+@app.command()
+def run(
+    playbook: Annotated[str, typer.Argument(help="Playbook file or shipped playbook name.")],
+    env: Annotated[str, typer.Option("--env", help="Environment name or file.")],
+    mode: Annotated[str, typer.Option(help="drill (default) or real.")] = "drill",
+    operator: Annotated[str | None, typer.Option(help="Who runs it (default: you).")] = None,
+    ticket: Annotated[str | None, typer.Option(help="Change or incident ticket.")] = None,
+    override: Annotated[
+        list[str] | None, typer.Option("--override", help="An override the playbook offers.")
+    ] = None,
+    approver: Annotated[
+        str | None, typer.Option(help="Real run on a protected environment: who approves.")
+    ] = None,
+    confirm_env: Annotated[
+        str | None, typer.Option(help="Real run on a protected environment: its name, typed back.")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Real run on a protected environment: why, now.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Run a playbook as a Prefect flow; show each step, then a summary. Exit 0/1/2/3.
+
+    A real run (--mode real) on a protected environment needs an approval: --approver,
+    --ticket, --confirm-env (the environment's name typed back) and --reason, asked for
+    interactively when missing and a terminal is there."""
+    from drills.engine.loader import resolve_environment
+    from drills.engine.runner import RunRequest
+
+    if mode not in ("drill", "real"):
+        raise InputError(f"--mode must be drill or real, not {mode!r}")
+    fields: dict[str, Any] = {
+        "playbook": playbook,
+        "environment": env,
+        "mode": mode,
+        "ticket": ticket,
+        "overrides": override or [],
+    }
+    if operator:
+        fields["operator"] = operator
+    environment = resolve_environment(env)
+    if mode == "real" and environment.protected:
+        fields["approval"] = _cli_approval(
+            environment.name,
+            approver=approver,
+            ticket=ticket,
+            confirm_env=confirm_env,
+            reason=reason,
+        )
+        fields["ticket"] = fields["approval"].ticket
+    request = RunRequest(**fields)
+    record = _run_request(request, verbose=verbose, quiet=json_out)
+    if json_out:
+        print(record.to_json())
+    raise typer.Exit(EXIT[record.status])
+
+
+def _cli_approval(
+    environment: str,
+    *,
+    approver: str | None,
+    ticket: str | None,
+    confirm_env: str | None,
+    reason: str | None,
+) -> Any:
+    from drills.model.approval import Approval
+
+    given = {
+        "approver": approver,
+        "ticket": ticket,
+        "environment_confirmation": confirm_env,
+        "reason": reason,
+    }
+    missing = [k for k, v in given.items() if not v]
+    if missing and not sys.stdin.isatty():
+        options = {
+            "approver": "--approver",
+            "ticket": "--ticket",
+            "environment_confirmation": "--confirm-env",
+            "reason": "--reason",
+        }
+        raise InputError(
+            f"environment {environment!r} is protected: a real run needs an approval; give "
+            + ", ".join(options[k] for k in missing)
+        )
+    if missing:
+        console.print(
+            f"[bold]environment {escape(environment)} is protected[/]: this real run "
+            "changes production systems and needs an approval."
+        )
+        prompts = {
+            "approver": "approver",
+            "ticket": "ticket",
+            "environment_confirmation": f"type the environment's name ({environment})",
+            "reason": "reason",
+        }
+        for key in missing:
+            given[key] = typer.prompt(prompts[key])
+    return Approval(**{k: str(v) for k, v in given.items()}, via="cli")
+
+
+def _run_request(request: Any, *, verbose: bool = False, quiet: bool = False) -> Any:
+    from drills.cli.console import ConsoleProgress, print_record
+    from drills.engine.loader import load_playbook, resolve_environment, resolve_playbook
+    from drills.engine.runner import check_request
+    from drills.records.store import RecordStore
+
+    # Everything that can be refused is refused here, before Prefect starts.
+    loaded = load_playbook(resolve_playbook(request.playbook))
+    check_request(loaded, resolve_environment(request.environment), request)
+    _prepare_prefect(verbose)
+    out = Console(stderr=True, highlight=False) if quiet else console
+    # A failover must run when the Prefect server is down: then on the ephemeral API.
+    orchestrator = prefect_api_or_fallback(out)
+    from flows.drill import run_drill
+
+    if not quiet:
+        console.print("[dim]starting Prefect (the first run on a machine takes ~20 s)…[/]")
+    run_id = run_drill(request, progress=ConsoleProgress(out), orchestrator=orchestrator)
+    store = RecordStore(subdir("records"), subdir("locks"))
+    record = store.load(run_id)
+    if not quiet:
+        print_record(console, record, store.describe(record.id))
+    return record
+
+
+@app.command()
+def unlock(environment: Annotated[str, typer.Argument(help="Environment name.")]) -> None:
+    """Release an environment's lock left by a run that died, after you checked the environment."""
+    from drills.engine.lock import force_unlock
+
+    stale = force_unlock(subdir("locks"), environment)
+    console.print(
+        f"released {environment}: it was held by {stale.describe()}"
+        if stale
+        else f"{environment} was not locked"
+    )
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    keep_lab: Annotated[bool, typer.Option("--keep-lab", help="Leave the lab running.")] = False,
+    pg_bin: Annotated[
+        str | None, typer.Option("--pg-bin", help="PostgreSQL bin directory.")
+    ] = None,
+) -> None:
+    """Bring the lab up, run the switchover and failover drills, summarise, take the lab down."""
+    from drills.cli.console import measurements_line, styled
+    from drills.engine.runner import RunRequest
+    from drills.model.durations import format_seconds
+
+    lab = _lab(pg_bin)
+    console.rule("[bold]1/3 lab up")
+    up = lab.up()
+    _print_lab(up.nodes)
+    records = []
+    try:
+        for index, name in enumerate(("pg-switchover", "pg-failover"), 2):
+            console.rule(f"[bold]{index}/3 {name}")
+            records.append(_run_request(RunRequest(playbook=name, environment="lab")))
+    finally:
+        if keep_lab:
+            console.print("the lab keeps running (--keep-lab); `drctl lab down` stops it")
+        elif not up.created:
+            console.print("the lab was up before the demo; it keeps running")
+        else:
+            down = lab.down()
+            if down.stopped:
+                console.print(f"lab down: stopped {', '.join(down.stopped)}")
+            for message in down.messages:
+                console.print(message)
+    console.rule("[bold]summary")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        caption="steps: passed/all; db: write outage; app: service outage; lost: writes",
+    )
+    for column in ("drill", "status", "steps", "db", "app", "lost", "RPO", "objectives"):
+        table.add_column(column, no_wrap=True)
+    for r in records:
+        m = r.measurements
+        table.add_row(
+            r.playbook["name"],
+            styled(r.status),
+            f"{sum(s.status == 'passed' for s in r.steps)}/{len(r.steps)}",
+            format_seconds(m.write_outage_seconds),
+            format_seconds(m.service_outage_seconds),
+            "—" if m.lost_writes is None else str(m.lost_writes),
+            format_seconds(m.rpo_seconds),
+            f"{sum(o.met for o in r.objectives)}/{len(r.objectives)} met",
+        )
+    console.print(table)
+    for r in records:
+        missed = [o.name for o in r.objectives if not o.met]
+        if missed:
+            console.print(f"{r.playbook['name']}: missed {', '.join(missed)}")
+    for r in records:
+        console.print(f"{r.playbook['name']}: {measurements_line(r)}")
+    console.print(f"records: {subdir('records')} (`drctl records list`, `drctl records show ID`)")
+    from drills.cli.records import write_reports
+
+    for path in write_reports([r.id for r in records]):
+        console.print(f"report: {path}")
+    worst = max((EXIT[r.status] for r in records), default=0)
+    raise typer.Exit(worst)
+
+
+def main() -> None:
+    try:
+        app()
+    except ValidationFailed as exc:
+        for problem in exc.problems:
+            err.print(f"[red]{escape(str(problem))}[/]")
+        sys.exit(exc.exit_code)
+    except DrillError as exc:
+        err.print(f"[red]drctl: {escape(str(exc))}[/]")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[magenta]interrupted[/]")
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

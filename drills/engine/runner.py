@@ -1,0 +1,677 @@
+"""The runner: one playbook against one environment, every step timed, verified and journaled.
+
+The order of a run:
+
+1. refuse what must not run (protected environment, unknown override, busy environment);
+2. journal ``run_started``, then snapshot who is primary now (``roles``);
+3. preconditions gate the run: if one does not hold, nothing is changed and the run is aborted;
+4. start the canary writer and the write probe, if the playbook measures them;
+5. each step: the action (with retries), then its checks polled until they hold or the deadline
+   passes; a failure applies the step's policy (abort, continue, rollback);
+6. rollback steps, in reverse order, when a step's policy asks for it; a rolled-back run fails;
+7. stop the writers and measure; evaluate the objectives; journal ``run_ended``; write the record.
+
+Each decision is one sentence, logged once and kept in the record's ``reason``.
+
+``invoke`` wraps each step: the Prefect flow passes one that makes each step a task run named after
+the step; tests and the benchmark's baseline call steps directly.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import secrets
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+import drills
+from drills.engine.actions import ACTIONS
+from drills.engine.human import HUMAN_ACTIONS, HumanHook, run_human_step
+from drills.engine.listeners import Fanout, Progress
+from drills.engine.loader import (
+    LoadedPlaybook,
+    load_playbook,
+    resolve_environment,
+    resolve_playbook,
+)
+from drills.engine.lock import EnvironmentLock
+from drills.engine.targets import RoleMap, Targets, discover_roles, required_roles_problem
+from drills.engines.postgres import canary
+from drills.home import subdir
+from drills.model.approval import Approval, refusal
+from drills.model.clock import Clock, Stamp
+from drills.model.durations import parse_duration
+from drills.model.environment import Environment
+from drills.model.errors import DrillError, InputError, RefusedError
+from drills.model.playbook import Mode, Objective, OnFailure, Step
+from drills.model.record import (
+    Measurements,
+    Milestone,
+    ObjectiveResult,
+    Record,
+    StepOffsets,
+    StepRecord,
+    build_record,
+    evaluate_objectives,
+)
+from drills.model.redact import redact_data, redact_model, register_environment
+from drills.records.journal import Journal, read_journal
+from drills.records.store import RecordStore
+from verify.registry import run_check
+from verify.result import CheckResult
+
+log = logging.getLogger("drctl")
+OUTPUT_EXCERPT = 2000
+PRECONDITION_WITHIN = 3.0
+
+
+class RunRequest(BaseModel):
+    """What to run, where, how, and on whose word. The Prefect UI renders it as a form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    playbook: str = Field(description="Playbook file, or the name of a shipped playbook.")
+    environment: str = Field(description="Environment name (e.g. lab) or file.")
+    mode: Literal["drill", "real"] = Field(
+        default="drill", description="drill: may touch unprotected environments only."
+    )
+    operator: str = Field(default_factory=getpass.getuser, description="Who runs it.")
+    ticket: str | None = Field(default=None, description="Change or incident ticket.")
+    overrides: list[str] = Field(
+        default_factory=list, description="Overrides the playbook offers, given explicitly."
+    )
+    objectives: dict[str, str | float] = Field(
+        default_factory=dict,
+        description="Objective targets that replace the playbook's, by name (e.g. rto: 2m).",
+    )
+    approval: Approval | None = Field(
+        default=None,
+        description="For a real run on a protected environment, given up front (CLI); when "
+        "absent, the run pauses and asks for it.",
+    )
+    approval_timeout: int = Field(
+        default=900, ge=1, le=86400, description="Seconds to wait for an approval."
+    )
+    incident_declared_at: datetime | None = Field(
+        default=None,
+        description="When the incident was declared (ISO 8601, UTC; e.g. 2026-11-27T01:02:03Z); "
+        "a playbook's incident.declared step stamps it. Empty: the run's start.",
+    )
+    declared_by: str | None = Field(default=None, description="Who declared the incident.")
+
+    @field_validator("incident_declared_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value.timestamp() > time.time() + 60:
+            raise ValueError("the incident cannot be declared in the future")
+        return value
+
+
+StepFn = Callable[[], StepRecord]
+Approver = Callable[["RunRequest", str], Approval | None]
+Invoker = Callable[[str, StepFn], StepRecord]
+
+
+def direct(step_id: str, fn: StepFn) -> StepRecord:
+    return fn()
+
+
+def new_run_id(playbook: str, environment: str, now: float) -> str:
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{playbook}-{environment}-{secrets.token_hex(2)}"
+
+
+def environment_snapshot(env: Environment) -> dict[str, Any]:
+    """What the record keeps of the environment: names and addresses, never secrets."""
+    return {
+        "name": env.name,
+        "protected": env.protected,
+        "nodes": {
+            name: {
+                "configured_role": node.role,
+                "host": node.host,
+                "port": node.port,
+                "executor": node.executor,
+            }
+            for name, node in env.nodes.items()
+        },
+    }
+
+
+def check_request(loaded: LoadedPlaybook, env: Environment, request: RunRequest) -> None:
+    """Refuse, before anything starts, what this request must not do."""
+    problem = required_roles_problem(env, loaded.playbook.roles)
+    if problem:
+        raise InputError(problem)
+    offered = {s.override for s in loaded.playbook.steps if s.override}
+    unknown = [o for o in request.overrides if o not in offered]
+    if unknown:
+        raise InputError(
+            f"override {', '.join(unknown)} is not offered by playbook {loaded.playbook.name} "
+            f"(it offers: {', '.join(sorted(offered)) or 'none'})"
+        )
+    objectives_with_targets(loaded.playbook.objectives, request.objectives)
+    if env.protected and request.mode == "drill":
+        raise RefusedError(
+            f"environment {env.name!r} is protected: drills may not touch it "
+            "(a real run with an approval is the only way)"
+        )
+
+
+def objectives_with_targets(
+    objectives: dict[str, Objective], targets: dict[str, str | float]
+) -> dict[str, Objective]:
+    """The playbook's objectives with the request's targets in place of theirs, by name."""
+    unknown = [name for name in targets if name not in objectives]
+    if unknown:
+        raise InputError(
+            f"objective {', '.join(unknown)} is not one of the playbook's "
+            f"({', '.join(objectives) or 'it has none'}): the run request cannot set its target"
+        )
+    result = dict(objectives)
+    for name, target in targets.items():
+        try:
+            seconds = parse_duration(target)
+        except ValueError as exc:
+            raise InputError(f"objective {name}: {exc}") from None
+        old = objectives[name]
+        result[name] = old.model_copy(
+            update={
+                "target": seconds,
+                "source": f"run request (the playbook's target: {old.target:g}s"
+                + (f", {old.source}" if old.source else "")
+                + ")",
+            }
+        )
+    return result
+
+
+@dataclass
+class Instruments:
+    """The background measurements of a run; each one is optional."""
+
+    canary_writer: canary.CanaryWriter | None = None
+    write_probe: canary.WriteProbe | None = None
+    service_probe: canary.ServiceProbe | None = None
+
+    def threads(self) -> list[canary.CanaryWriter | canary.WriteProbe | canary.ServiceProbe]:
+        return [
+            t for t in (self.canary_writer, self.write_probe, self.service_probe) if t is not None
+        ]
+
+    def stop(self) -> None:
+        for thread in self.threads():
+            if thread.is_alive():
+                thread.stop()
+
+
+class Runner:
+    def __init__(
+        self,
+        request: RunRequest,
+        *,
+        invoke: Invoker = direct,
+        progress: Progress | list[Progress] | None = None,
+        orchestrator: dict[str, Any] | None = None,
+        store: RecordStore | None = None,
+        interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit),
+        approver: Approver | None = None,
+        human: HumanHook | None = None,
+    ) -> None:
+        self.request = request
+        self.loaded = load_playbook(resolve_playbook(request.playbook))
+        self.playbook = self.loaded.playbook
+        self.env = resolve_environment(request.environment)
+        register_environment(self.env)  # its passwords are masked in journal, record and logs
+        check_request(self.loaded, self.env, request)
+        self.objectives = objectives_with_targets(self.playbook.objectives, request.objectives)
+        self.invoke = invoke
+        self.interrupts = interrupts
+        self.approver = approver
+        self.human = human  # asks a person (drills.engine.human); None: drctl ack's file only
+        self.progress = Fanout(
+            progress if isinstance(progress, list) else [progress] if progress else []
+        )
+        self.orchestrator = orchestrator or {}
+        self.store = store or RecordStore(subdir("records"), subdir("locks"))
+        self.clock = Clock()
+        self.run_id = new_run_id(self.playbook.name, self.env.name, self.clock.started_wall)
+        self.milestones: list[Milestone] = []
+        self.journal: Journal | None = None
+        self.targets: Targets | None = None
+
+    # -- journal -----------------------------------------------------------------------------
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        assert self.journal is not None
+        stamp = self.clock.now()
+        event = {"event": kind, "at": stamp.at, "offset": stamp.offset, **fields}
+        self.journal.append(redact_data(event))
+
+    def _decide(self, sentence: str) -> str:
+        log.info(sentence)
+        return sentence
+
+    def _mark(self, name: str, stamp: Stamp, step: str | None) -> None:
+        milestone = Milestone(name=name, at=stamp.at, offset=stamp.offset, step=step)
+        self.milestones.append(milestone)
+        self._event("milestone", milestone=milestone.model_dump())
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self) -> Record:
+        lock = EnvironmentLock(subdir("locks"), self.env.name)
+        lock.acquire(self.run_id, self.clock.started_wall)
+        self.journal = Journal(self.store.journal_path(self.run_id))
+        writers = Instruments()
+        try:
+            self._start()
+            try:
+                role_map = discover_roles(self.env, self.playbook.roles)
+            except DrillError as exc:
+                return self._end("aborted", self._decide(f"roles could not be resolved: {exc}"))
+            self._event(
+                "roles", roles=role_map.roles, observed=role_map.observed, notes=role_map.notes
+            )
+            self.progress.roles(role_map)
+            self.targets = Targets(self.env, role_map.roles)
+            gate = self._preconditions()
+            if gate is not None:
+                return self._end("aborted", gate)
+            if self.env.protected and self.request.mode == "real":
+                gate = self._approval()
+                if gate is None:
+                    # The world may have moved while the run waited: ask again.
+                    gate = self._preconditions()
+                if gate is not None:
+                    return self._end("aborted", gate)
+            try:
+                writers = self._start_writers(role_map)
+            except DrillError as exc:
+                return self._end(
+                    "aborted",
+                    self._decide(f"the measurements could not start: {exc}; nothing was changed"),
+                )
+            status, reason, rolled_back = self._steps()
+            measurements = self._stop_writers(writers)
+            self._event("measurements", measurements=measurements.model_dump())
+            objectives = evaluate_objectives(self.objectives, self.milestones, measurements)
+            if status == "passed":
+                missed = [o for o in objectives if not o.met]
+                if missed:
+                    status = "failed"
+                    reason = self._decide(_missed_sentence(missed))
+            return self._end(status, reason, rolled_back=rolled_back)
+        except self.interrupts as exc:
+            what = (
+                "the operator (Ctrl-C)"
+                if isinstance(exc, KeyboardInterrupt)
+                else (f"a signal ({type(exc).__name__})")
+            )
+            self._end("interrupted", self._decide(f"interrupted by {what}"))
+            raise
+        except BaseException as exc:
+            log.exception("drctl internal error")
+            self._event("note", text="".join(traceback.format_exception_only(exc)).strip())
+            self._end("failed", self._decide(f"drctl internal error: {exc!r}"))
+            raise
+        finally:
+            writers.stop()
+            if self.targets is not None:
+                self.targets.close()
+            if self.journal is not None:
+                self.journal.close()
+            lock.release()
+
+    def _start(self) -> None:
+        pb = self.playbook
+        self._event(
+            "run_started",
+            run_id=self.run_id,
+            mode=self.request.mode,
+            playbook={
+                "name": pb.name,
+                "version": pb.version,
+                "kind": pb.kind.value,
+                "title": pb.title.model_dump(),
+                "sha256": self.loaded.sha256,
+                "path": self.loaded.path,
+            },
+            environment=environment_snapshot(self.env),
+            request=self.request.model_dump(mode="json"),
+            objectives={k: v.model_dump(by_alias=True) for k, v in self.objectives.items()},
+            orchestrator={
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "drctl": drills.__version__,
+                **self.orchestrator,
+            },
+        )
+        self._mark("run_started", Stamp(self.clock.now().at, 0.0), None)
+        self.progress.started(self.run_id, self.loaded, self.env)
+
+    def _preconditions(self) -> str | None:
+        assert self.targets is not None
+        deadline = time.monotonic() + PRECONDITION_WITHIN
+        while True:
+            results = [
+                run_check(c.check, c.target or "", c.with_, self.targets, self.clock)
+                for c in self.playbook.preconditions
+            ]
+            if all(r.held for r in results) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self._event("preconditions", checks=[r.model_dump() for r in results])
+        self.progress.preconditions(results)
+        failed = [r for r in results if not r.held]
+        if failed:
+            first = failed[0]
+            return self._decide(
+                f"precondition {first.check} on {first.node} did not hold "
+                f"(observed {first.observed!r}, expected {first.expected}"
+                f"{'; ' + first.detail if first.detail else ''}); nothing was changed"
+            )
+        return None
+
+    def _approval(self) -> str | None:
+        """Get and judge the approval; a sentence saying why not, or None to go on."""
+        approval = self.request.approval
+        if approval is None and self.approver is not None:
+            self.progress.approval_needed(self.run_id, self.env.name, self.playbook.name)
+            approval = self.approver(self.request, self.run_id)
+            if approval is None:
+                return self._decide(
+                    f"no approval came within {self.request.approval_timeout}s; nothing was changed"
+                )
+        if approval is None:
+            return self._decide(
+                f"environment {self.env.name!r} is protected: a real run needs an approval "
+                "(approver, ticket, the environment's name typed back, reason); nothing was "
+                "changed"
+            )
+        self._event("approval", approval=approval.model_dump())
+        why_not = refusal(approval, self.env.name)
+        if why_not:
+            return self._decide(f"{why_not}; nothing was changed")
+        self._decide(
+            f"approved by {approval.approver} ({approval.via}, ticket {approval.ticket}): "
+            f"{approval.reason}"
+        )
+        return None
+
+    def _steps(self) -> tuple[Literal["passed", "failed", "aborted"], str, bool]:
+        started: set[str] = set()
+        failures: list[StepRecord] = []
+        for step in self.playbook.steps:
+            record = self._run_step(step, "main")
+            if record.status != "skipped":
+                started.add(step.id)
+            if record.status != "failed":
+                continue
+            failures.append(record)
+            why = record.reason or record.error or "failed"
+            if step.on_failure == OnFailure.continue_:
+                self._decide(f"step {step.id} failed ({why}); continuing as the playbook says")
+                continue
+            if step.on_failure == OnFailure.rollback:
+                self._decide(f"step {step.id} failed ({why}); rolling back")
+                self._rollback(started)
+                return "failed", f"step {step.id} failed ({why}); the drill was rolled back", True
+            return (
+                "aborted",
+                self._decide(f"step {step.id} failed ({why}); aborted, later steps not run"),
+                False,
+            )
+        if failures:
+            ids = ", ".join(f.id for f in failures)
+            return "failed", self._decide(f"steps {ids} failed; the others ran"), False
+        return "passed", self._decide("every step passed its checks"), False
+
+    def _rollback(self, started: set[str]) -> None:
+        for step in reversed(self.playbook.rollback):
+            if step.undoes is not None and step.undoes not in started:
+                continue
+            self._run_step(step, "rollback")
+
+    def _run_step(self, step: Step, phase: Literal["main", "rollback"]) -> StepRecord:
+        assert self.targets is not None
+        node = self.targets.roles.get(step.target, "?")
+        self.progress.step_started(step, node, phase)
+        if Mode(self.request.mode) not in step.modes:
+            now = self.clock.now()
+            only = " and ".join(m.value for m in step.modes)
+            record = StepRecord(
+                **_step_identity(step, phase, node),
+                status="skipped",
+                attempts=0,
+                started_at=now.at,
+                ended_at=now.at,
+                offsets=StepOffsets(started=now.offset, ended=now.offset),
+                duration_seconds=0.0,
+                reason=f"runs only in {only} mode",
+            )
+        else:
+            record = redact_model(self.invoke(step.id, lambda: self._execute(step, phase, node)))
+        self._event("step", step=record.model_dump())
+        for name, when in self._milestones_of(step, record):
+            self._mark(name, when, step.id)
+        self.progress.step_ended(record)
+        return record
+
+    def _milestones_of(self, step: Step, record: StepRecord) -> list[tuple[str, Stamp]]:
+        if step.milestone is None or record.status == "skipped":
+            return []
+        moment = record.data.get("milestone_moment")  # a human step knows when it happened
+        if isinstance(moment, dict) and record.status == "passed":
+            return [(step.milestone, Stamp(str(moment["at"]), float(moment["offset"])))]
+        if step.milestone_at == "started":
+            return [(step.milestone, Stamp(record.started_at, record.offsets.started))]
+        if record.status == "failed":
+            return []
+        at = getattr(record, f"{step.milestone_at}_at") or record.ended_at
+        offset = getattr(record.offsets, step.milestone_at)
+        return [(step.milestone, Stamp(at, record.offsets.ended if offset is None else offset))]
+
+    def _execute(self, step: Step, phase: Literal["main", "rollback"], node: str) -> StepRecord:
+        """One step: the action with its retries, then its checks until they hold."""
+        assert self.targets is not None
+        if step.action in HUMAN_ACTIONS:
+            return run_human_step(self, step, phase, node)
+        spec = ACTIONS[step.action]
+        params = spec.params.model_validate(step.with_)
+        started = self.clock.now()
+        attempts, output, error = 0, "", None
+        data: dict[str, Any] = {}
+        while True:
+            attempts += 1
+            try:
+                result = spec.run(self.targets, step.target, params, step.timeout)
+                output, data = result.output, result.data
+                error = None
+                break
+            except DrillError as exc:
+                error = str(exc) if exc.host else f"{node}: {exc}"
+                # An action that found a fault may say what it measured (drills.engines.postgres.scratch).
+                data = dict(getattr(exc, "data", None) or {})
+                if attempts > step.retries:
+                    break
+                time.sleep(step.retry_delay)
+        returned = self.clock.now()
+        checks: list[CheckResult] = []
+        converged: Stamp | None = None
+        if error is None:
+            deadline = time.monotonic() + step.within
+            while True:
+                checks = [
+                    run_check(c.check, c.target or step.target, c.with_, self.targets, self.clock)
+                    for c in step.verify
+                ]
+                if all(c.held for c in checks):
+                    converged = self.clock.now() if step.verify else returned
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(step.poll)
+        ended = self.clock.now()
+        status: Literal["passed", "failed", "overridden"] = "passed"
+        reason = ""
+        if error is not None:
+            status, reason = "failed", f"action failed after {attempts} attempt(s): {error}"
+        elif converged is None:
+            bad = next(c for c in checks if not c.held)
+            reason = (
+                f"{bad.check} on {bad.node} did not hold within {step.within:g}s "
+                f"(observed {bad.observed!r}, expected {bad.expected})"
+            )
+            status = "failed"
+            if step.override and step.override in self.request.overrides:
+                status = "overridden"
+                reason = self._decide(
+                    f"{reason}; went on under override {step.override}, given by "
+                    f"{self.request.operator}"
+                )
+        return StepRecord(
+            **_step_identity(step, phase, node),
+            status=status,
+            attempts=attempts,
+            started_at=started.at,
+            returned_at=returned.at,
+            converged_at=converged.at if converged else None,
+            ended_at=ended.at,
+            offsets=StepOffsets(
+                started=started.offset,
+                returned=returned.offset,
+                converged=converged.offset if converged else None,
+                ended=ended.offset,
+            ),
+            duration_seconds=round(ended.offset - started.offset, 6),
+            output=output[-OUTPUT_EXCERPT:],
+            data=data,
+            error=error,
+            checks=checks,
+            milestone=step.milestone,
+            override=step.override if status == "overridden" else None,
+            reason=reason,
+        )
+
+    # -- measurements ------------------------------------------------------------------------
+
+    def _start_writers(self, role_map: RoleMap) -> Instruments:
+        m = self.playbook.measurements
+        found = Instruments()
+        if m.canary or m.write_probe:
+            nodes = [role_map.roles[r] for r in m.writer_roles if r in role_map.roles]
+            dsn, ports = canary.writer_dsn(self.env, nodes)
+            canary.prepare(dsn)
+            if m.canary:
+                found.canary_writer = canary.CanaryWriter(
+                    dsn, ports, self.run_id, self.clock, m.canary_interval
+                )
+            if m.write_probe:
+                found.write_probe = canary.WriteProbe(
+                    dsn, ports, self.run_id, self.clock, m.write_probe_interval
+                )
+        if m.service_probe and self.targets is not None:
+            ports = {node.port: name for name, node in self.env.nodes.items() if node.postgres}
+            found.service_probe = canary.ServiceProbe(
+                self.targets.http(m.service_role), ports, self.clock, m.service_probe_interval
+            )
+        for thread in found.threads():
+            thread.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(not t.log.acks for t in found.threads()):
+            time.sleep(0.01)
+        return found
+
+    def _stop_writers(self, found: Instruments) -> Measurements:
+        if not found.threads():
+            return Measurements()
+        steps_done = self.clock.now().offset
+        deadline = time.monotonic() + self.playbook.measurements.settle
+        # Let every instrument see the world after the last step before it stops.
+        while time.monotonic() < deadline and not all(
+            any(a.offset > steps_done for a in t.log.acks[-3:]) for t in found.threads()
+        ):
+            time.sleep(0.01)
+        found.stop()
+        stopped = self.clock.now().offset
+        outage = (
+            canary.analyse_write_outage(found.write_probe.log, stopped)
+            if found.write_probe
+            else None
+        )
+        service = (
+            canary.analyse_write_outage(found.service_probe.log, stopped)
+            if found.service_probe
+            else None
+        )
+        canary_result = None
+        if found.canary_writer is not None:
+            nodes = list(self.targets.roles.values()) if self.targets else []
+            dsn, ports = canary.writer_dsn(
+                self.env, [n for n in nodes if self.env.nodes[n].postgres]
+            )
+            try:
+                present, port = canary.surviving_seqs(dsn, self.run_id)
+                checked_on: str | None = ports.get(int(port), port) if port.isdigit() else port
+            except Exception as exc:
+                log.warning("canaries could not be read back: %s", exc)
+                present, checked_on = None, None
+            canary_result = canary.analyse_canary(found.canary_writer.log, present, checked_on)
+        return Measurements(
+            write_outage_seconds=outage.seconds if outage else None,
+            service_outage_seconds=service.seconds if service else None,
+            lost_writes=canary_result.lost
+            if canary_result is not None and canary_result.rpo_seconds is not None
+            else None,
+            rpo_seconds=canary_result.rpo_seconds if canary_result else None,
+            write_probe=outage,
+            service_probe=service,
+            canary=canary_result,
+        )
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def _end(self, status: str, reason: str, *, rolled_back: bool = False) -> Record:
+        self._event("run_ended", status=status, reason=reason, rolled_back=rolled_back)
+        assert self.journal is not None
+        record = build_record(read_journal(self.store.journal_path(self.run_id)))
+        self.store.write(record)
+        self.progress.finished(record)
+        return record
+
+
+def _step_identity(step: Step, phase: str, node: str) -> dict[str, Any]:
+    """The fields of a step record that say which step it is, whatever became of it."""
+    return {
+        "id": step.id,
+        "phase": phase,
+        "title": step.title.model_dump() if step.title else None,
+        "action": step.action,
+        "target": step.target,
+        "node": node,
+    }
+
+
+def _missed_sentence(missed: list[ObjectiveResult]) -> str:
+    parts = []
+    for o in missed:
+        measured = "not measured" if o.measured_seconds is None else f"{o.measured_seconds:g}s"
+        parts.append(f"{o.name} {measured} against a target of {o.target_seconds:g}s")
+    return "objectives missed: " + "; ".join(parts)
+
+
+def run_playbook(request: RunRequest, **kwargs: Any) -> Record:
+    return Runner(request, **kwargs).run()

@@ -1,0 +1,267 @@
+"""The drill record: what one run did, built from its journal alone.
+
+Pure functions and models, no I/O. ``build_record(events)`` is the only way a record is made, so
+a finished run and a run killed half-way are described by the same code; the second simply has no
+``run_ended`` event and is marked ``interrupted``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from drills.model.playbook import Objective
+from verify.result import CheckResult
+
+RECORD_SCHEMA = "drctl.record/1"
+RunStatus = Literal["passed", "failed", "aborted", "interrupted", "running"]
+StepStatus = Literal["passed", "failed", "skipped", "overridden"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class StepOffsets(Model):
+    started: float
+    returned: float | None = None
+    converged: float | None = None
+    ended: float
+
+
+class StepRecord(Model):
+    id: str
+    phase: Literal["main", "rollback"] = "main"
+    title: dict[str, str] | None = None
+    action: str
+    target: str
+    node: str
+    status: StepStatus
+    attempts: int
+    started_at: str
+    returned_at: str | None = None
+    converged_at: str | None = None
+    ended_at: str
+    offsets: StepOffsets
+    duration_seconds: float
+    output: str = ""
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="What the action measured or produced, as values."
+    )
+    error: str | None = None
+    checks: list[CheckResult] = Field(default_factory=list)
+    milestone: str | None = None
+    override: str | None = None
+    reason: str = ""
+
+
+class Milestone(Model):
+    name: str
+    at: str
+    offset: float
+    step: str | None = None
+
+
+class ObjectiveResult(Model):
+    name: str
+    target_seconds: float
+    measured_seconds: float | None
+    met: bool
+    basis: str
+    source: str = ""
+    note: str = ""
+
+
+class WriteOutage(Model):
+    seconds: float | None
+    last_write_at: str | None = None
+    last_write_node: str | None = None
+    first_write_at: str | None = None
+    first_write_node: str | None = None
+    attempts: int = 0
+    failures: int = 0
+    note: str = ""
+
+
+class CanaryResult(Model):
+    written: int
+    acknowledged: int
+    lost: int
+    lost_seqs: list[int] = Field(default_factory=list)
+    checked_on: str | None = None
+    rpo_seconds: float | None
+    last_acknowledged_at: str | None = None
+    newest_surviving_at: str | None = None
+    note: str = ""
+
+
+class Measurements(Model):
+    write_outage_seconds: float | None = None
+    service_outage_seconds: float | None = None
+    lost_writes: int | None = None
+    rpo_seconds: float | None = None
+    write_probe: WriteOutage | None = None
+    service_probe: WriteOutage | None = None
+    canary: CanaryResult | None = None
+
+
+class Record(Model):
+    schema_: str = Field(default=RECORD_SCHEMA, alias="schema")
+    id: str
+    status: RunStatus
+    reason: str
+    mode: str
+    rolled_back: bool = False
+    playbook: dict[str, Any]
+    environment: dict[str, Any]
+    roles: dict[str, str] = Field(default_factory=dict)
+    request: dict[str, Any] = Field(default_factory=dict)
+    orchestrator: dict[str, Any] = Field(default_factory=dict)
+    started_at: str
+    ended_at: str | None
+    duration_seconds: float | None
+    preconditions: list[CheckResult] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list)
+    milestones: list[Milestone] = Field(default_factory=list)
+    objectives: list[ObjectiveResult] = Field(default_factory=list)
+    measurements: Measurements = Field(default_factory=Measurements)
+    overrides_used: list[str] = Field(default_factory=list)
+    approval: dict[str, Any] | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+def evaluate_objectives(
+    objectives: dict[str, Objective], milestones: list[Milestone], measurements: Measurements
+) -> list[ObjectiveResult]:
+    """Each objective: its target, what was measured, and whether it was met.
+
+    Durations come from monotonic offsets. An objective whose milestones were not both reached,
+    or whose measurement was not taken, is not met, and says why.
+    """
+    stamped = {m.name: m for m in milestones}
+    results = []
+    for name, objective in objectives.items():
+        measured: float | None
+        note = ""
+        if objective.measure is not None:
+            basis = f"measured: {objective.measure}"
+            if objective.measure == "rpo":
+                measured = measurements.rpo_seconds
+                if measurements.lost_writes:
+                    basis += f" ({measurements.lost_writes} acknowledged canary writes lost)"
+            elif objective.measure == "service_outage":
+                measured = measurements.service_outage_seconds
+            else:
+                measured = measurements.write_outage_seconds
+            if measured is None:
+                note = f"{objective.measure} was not measured in this run"
+        else:
+            assert objective.from_ is not None and objective.to is not None
+            basis = f"{objective.from_} → {objective.to}"
+            start, end = stamped.get(objective.from_), stamped.get(objective.to)
+            if start is None or end is None:
+                missing = [n for n, m in ((objective.from_, start), (objective.to, end)) if not m]
+                measured = None
+                note = f"milestone {', '.join(missing)} was not reached"
+            else:
+                measured = round(end.offset - start.offset, 3)
+        met = measured is not None and measured <= objective.target
+        if objective.measure == "rpo" and objective.target == 0 and measurements.lost_writes:
+            met = False
+        results.append(
+            ObjectiveResult(
+                name=name,
+                target_seconds=objective.target,
+                measured_seconds=measured,
+                met=met,
+                basis=basis,
+                source=objective.source,
+                note=note,
+            )
+        )
+    return results
+
+
+def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record:
+    """The record of a run from its journal events (see ``drills.records.journal``)."""
+    if not events or events[0].get("event") != "run_started":
+        raise ValueError("a journal starts with a run_started event")
+    head = events[0]
+    steps: list[StepRecord] = []
+    preconditions: list[CheckResult] = []
+    milestones: list[Milestone] = []
+    measurements = Measurements()
+    roles: dict[str, str] = {}
+    notes: list[str] = list(head.get("notes", []))
+    end: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    last_at = head["at"]
+    for event in events[1:]:
+        last_at = event.get("at", last_at)
+        kind = event.get("event")
+        if kind == "roles":
+            roles = event["roles"]
+            notes += event.get("notes", [])
+        elif kind == "preconditions":
+            # Asked once before an approval and again after it: the record keeps both.
+            preconditions += [CheckResult.model_validate(c) for c in event["checks"]]
+        elif kind == "step":
+            steps.append(StepRecord.model_validate(event["step"]))
+        elif kind == "milestone":
+            milestones.append(Milestone.model_validate(event["milestone"]))
+        elif kind == "measurements":
+            measurements = Measurements.model_validate(event["measurements"])
+        elif kind == "approval":
+            approval = event["approval"]
+        elif kind == "note":
+            notes.append(event["text"])
+        elif kind == "run_ended":
+            end = event
+    objectives = evaluate_objectives(
+        {k: Objective.model_validate(v) for k, v in head["objectives"].items()},
+        milestones,
+        measurements,
+    )
+    overrides_used = [s.override for s in steps if s.status == "overridden" and s.override]
+    if end is not None:
+        status: RunStatus = end["status"]
+        reason = end["reason"]
+        ended_at: str | None = end["at"]
+        duration: float | None = end["offset"]
+        rolled_back = bool(end.get("rolled_back", False))
+    else:
+        status = "running" if alive else "interrupted"
+        done = ", ".join(s.id for s in steps) or "none"
+        reason = (
+            "the run is still going"
+            if alive
+            else f"the run stopped without ending (killed or crashed); steps finished: {done}"
+        )
+        ended_at, duration, rolled_back = (None if alive else last_at), None, False
+    return Record(
+        id=head["run_id"],
+        status=status,
+        reason=reason,
+        mode=head["mode"],
+        rolled_back=rolled_back,
+        playbook=head["playbook"],
+        environment=head["environment"],
+        roles=roles,
+        request=head.get("request", {}),
+        orchestrator=head.get("orchestrator", {}),
+        started_at=head["at"],
+        ended_at=ended_at,
+        duration_seconds=duration,
+        preconditions=preconditions,
+        steps=steps,
+        milestones=milestones,
+        objectives=objectives,
+        measurements=measurements,
+        overrides_used=overrides_used,
+        approval=approval,
+        notes=notes,
+    )

@@ -1,0 +1,741 @@
+"""Where records live: an append-only, hash-chained, signed record store, plus the run journals.
+
+- **Journals** stay files: ``$DRCTL_HOME/records/ID.journal.jsonl``, appended as a run goes.
+- **Records** are sealed into one store when a run ends: SQLite by default
+  (``$DRCTL_HOME/records/records.sqlite3``), PostgreSQL when ``DRCTL_RECORDS_URL`` is a
+  ``postgresql://`` URL (``sqlite:///PATH`` also works). Both hold the same three tables:
+  ``drctl_records`` (the chain: seq, id, kind, header, hash, signature, body), ``drctl_evidence``
+  (the journal and attachments of each record, as bytes) and ``drctl_head`` (the signed newest
+  seq and hash).
+
+Sealing (see ``drills.records.chain`` for the format) happens in one transaction that holds the store's
+write lock, so concurrent drills get consecutive numbers and one chain. A finished record is
+never rewritten: the store refuses a second record with the same id, and triggers in both back
+ends refuse UPDATE and DELETE on the chain and evidence tables. Triggers can be dropped by whoever
+owns the database; the hash chain and the signatures are what make a change *visible*
+(``drctl records verify``).
+
+A run that died has only its journal; reading it builds the record marked ``interrupted`` and
+seals it, once the run is known to be dead. A record that cannot be sealed because the store is
+unreachable (a PostgreSQL store in the site that failed) stays in its journal and is sealed the
+next time the store is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from drills.engine.lock import holder_if_alive
+from drills.model.errors import DrillError, InputError, RefusedError
+from drills.model.record import Record, build_record
+from drills.model.redact import redact, redact_data, register
+from drills.records.annotation import Annotation, Merged, merge
+from drills.records.chain import (
+    GENESIS,
+    Entry,
+    Evidence,
+    Verdict,
+    canonical,
+    make_head,
+    make_header,
+    sha256,
+    verify_chain,
+    verify_head,
+)
+from drills.records.journal import read_journal
+from drills.records.signing import (
+    PublicKey,
+    SigningKey,
+    keys_dir,
+    load_signing_key,
+    site_public_keys,
+)
+
+log = logging.getLogger("drctl")
+
+SQLITE_FILE = "records.sqlite3"
+JOURNAL_EVIDENCE = "journal.jsonl"
+
+
+class StoreError(DrillError):
+    """The record store could not be read or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The record store could not be reached at all."""
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A drill record as sealed, its place in the chain, and the annotations that refer to it."""
+
+    record: Record
+    entry: Entry
+    annotations: list[tuple[Entry, Annotation]]
+    location: str
+
+    @property
+    def merged(self) -> Merged:
+        return merge([a for _, a in self.annotations])
+
+
+@dataclass(frozen=True)
+class Draft:
+    record_id: str
+    kind: str
+    refs: list[str]
+    summary: dict[str, str]
+    body: bytes
+    evidence: list[tuple[str, bytes]]
+
+
+# -- back ends -------------------------------------------------------------------------------
+
+
+SCHEMA_SQLITE = """
+CREATE TABLE IF NOT EXISTS drctl_records (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    ref TEXT,
+    header TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drctl_records_ref ON drctl_records(ref);
+CREATE TABLE IF NOT EXISTS drctl_evidence (
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    content BLOB NOT NULL,
+    PRIMARY KEY (seq, name)
+);
+CREATE TABLE IF NOT EXISTS drctl_head (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    head TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS drctl_records_no_update BEFORE UPDATE ON drctl_records
+BEGIN SELECT RAISE(ABORT, 'drctl records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS drctl_records_no_delete BEFORE DELETE ON drctl_records
+BEGIN SELECT RAISE(ABORT, 'drctl records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS drctl_evidence_no_update BEFORE UPDATE ON drctl_evidence
+BEGIN SELECT RAISE(ABORT, 'drctl evidence is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS drctl_evidence_no_delete BEFORE DELETE ON drctl_evidence
+BEGIN SELECT RAISE(ABORT, 'drctl evidence is append-only'); END;
+"""
+
+SCHEMA_POSTGRES = """
+CREATE TABLE IF NOT EXISTS drctl_records (
+    seq BIGINT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    ref TEXT,
+    header TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drctl_records_ref ON drctl_records(ref);
+CREATE TABLE IF NOT EXISTS drctl_evidence (
+    seq BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    content BYTEA NOT NULL,
+    PRIMARY KEY (seq, name)
+);
+CREATE TABLE IF NOT EXISTS drctl_head (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    head TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+CREATE OR REPLACE FUNCTION drctl_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'drctl % is append-only', TG_TABLE_NAME; END $$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'drctl_records_append_only') THEN
+        CREATE TRIGGER drctl_records_append_only BEFORE UPDATE OR DELETE ON drctl_records
+            FOR EACH ROW EXECUTE FUNCTION drctl_append_only();
+        CREATE TRIGGER drctl_records_no_truncate BEFORE TRUNCATE ON drctl_records
+            FOR EACH STATEMENT EXECUTE FUNCTION drctl_append_only();
+        CREATE TRIGGER drctl_evidence_append_only BEFORE UPDATE OR DELETE ON drctl_evidence
+            FOR EACH ROW EXECUTE FUNCTION drctl_append_only();
+        CREATE TRIGGER drctl_evidence_no_truncate BEFORE TRUNCATE ON drctl_evidence
+            FOR EACH STATEMENT EXECUTE FUNCTION drctl_append_only();
+    END IF;
+END $$;
+"""
+
+COLUMNS = "seq, id, kind, header, hash, signature"
+Sealer = Callable[[Draft | None, int, str], tuple[Entry | None, bytes, str]]
+
+
+def _entry(row: Any, with_body: bool) -> Entry:
+    return Entry(
+        seq=int(row[0]),
+        id=str(row[1]),
+        kind=str(row[2]),
+        header=str(row[3]).encode("utf-8"),
+        hash=str(row[4]),
+        signature=str(row[5]),
+        body=str(row[6]).encode("utf-8") if with_body else None,
+    )
+
+
+def _bytes(value: Any) -> bytes:
+    """Evidence as stored (a BLOB, or text if someone rewrote it as text)."""
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+def _row(entry: Entry) -> tuple[Any, ...]:
+    assert entry.body is not None
+    return (
+        entry.seq,
+        entry.id,
+        entry.kind,
+        entry.refs[0] if entry.refs else None,
+        entry.header.decode("utf-8"),
+        entry.hash,
+        entry.signature,
+        entry.body.decode("utf-8"),
+    )
+
+
+class Backend(Protocol):
+    location: str
+
+    def append(self, drafts: list[Draft], seal: Sealer) -> list[Entry]:
+        """Under the store's write lock, in one transaction: ``seal(draft, seq, prev_hash)``
+        makes each entry, ``seal(None, seq, hash)`` the signed head after the last."""
+        ...
+
+    def get(self, record_id: str) -> Entry | None: ...
+    def referring(self, record_id: str) -> list[Entry]: ...
+    def entries(self, *, with_body: bool) -> Iterator[Entry]: ...
+    def evidence(self, seq: int, name: str) -> bytes | None: ...
+    def all_evidence(self) -> dict[tuple[int, str], bytes]: ...
+    def head(self) -> tuple[bytes, str] | None: ...
+    def ids(self, kind: str) -> list[str]: ...
+
+
+class _Reads:
+    """The reads both back ends share; they differ only in the driver's placeholder."""
+
+    placeholder = "?"
+
+    def _connect(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self.placeholder)
+
+    def get(self, record_id: str) -> Entry | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                self._sql(f"SELECT {COLUMNS}, body FROM drctl_records WHERE id = ?"), (record_id,)
+            ).fetchone()
+        return _entry(row, True) if row else None
+
+    def referring(self, record_id: str) -> list[Entry]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                self._sql(f"SELECT {COLUMNS}, body FROM drctl_records WHERE ref = ? ORDER BY seq"),
+                (record_id,),
+            ).fetchall()
+        return [_entry(r, True) for r in rows]
+
+    def entries(self, *, with_body: bool) -> Iterator[Entry]:
+        columns = f"{COLUMNS}, body" if with_body else COLUMNS
+        with self._connect() as conn:
+            cursor = conn.execute(f"SELECT {columns} FROM drctl_records ORDER BY seq")
+            while rows := cursor.fetchmany(1000):
+                for row in rows:
+                    yield _entry(row, with_body)
+
+    def evidence(self, seq: int, name: str) -> bytes | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                self._sql("SELECT content FROM drctl_evidence WHERE seq = ? AND name = ?"),
+                (seq, name),
+            ).fetchone()
+        return _bytes(row[0]) if row else None
+
+    def all_evidence(self) -> dict[tuple[int, str], bytes]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT seq, name, content FROM drctl_evidence").fetchall()
+        return {(int(r[0]), str(r[1])): _bytes(r[2]) for r in rows}
+
+    def head(self) -> tuple[bytes, str] | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT head, signature FROM drctl_head WHERE one = 1").fetchone()
+        return (str(row[0]).encode("utf-8"), str(row[1])) if row else None
+
+    def ids(self, kind: str) -> list[str]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                self._sql("SELECT id FROM drctl_records WHERE kind = ?"), (kind,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+
+class SqliteBackend(_Reads):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = str(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.executescript(SCHEMA_SQLITE)
+
+    def _connection(self) -> sqlite3.Connection:
+        """One connection per thread, kept for the store's life."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open the record store {self.path}: {exc}") from exc
+            self._local.conn = conn
+        return conn
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._connection()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"record store {self.path}: {exc}") from exc
+
+    def append(self, drafts: list[Draft], seal: Sealer) -> list[Entry]:
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                last = conn.execute(
+                    "SELECT seq, hash FROM drctl_records ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                seq, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+                entries = []
+                for draft in drafts:
+                    entry, _, _ = seal(draft, seq + 1, prev)
+                    assert entry is not None and entry.body is not None
+                    conn.execute(
+                        "INSERT INTO drctl_records"
+                        " (seq, id, kind, ref, header, hash, signature, body)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        _row(entry),
+                    )
+                    conn.executemany(
+                        "INSERT INTO drctl_evidence (seq, name, content) VALUES (?, ?, ?)",
+                        [(entry.seq, name, content) for name, content in draft.evidence],
+                    )
+                    entries.append(entry)
+                    seq, prev = entry.seq, entry.hash
+                _, head, head_sig = seal(None, seq, prev)
+                conn.execute(
+                    "INSERT INTO drctl_head (one, head, signature) VALUES (1, ?, ?) "
+                    "ON CONFLICT (one) DO UPDATE SET head = excluded.head, "
+                    "signature = excluded.signature",
+                    (head.decode("utf-8"), head_sig),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return entries
+
+
+class PostgresBackend(_Reads):
+    placeholder = "%s"
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from psycopg import conninfo
+
+        self.psycopg = psycopg
+        self.url = url
+        try:
+            params = conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise InputError(f"DRCTL_RECORDS_URL is not a valid PostgreSQL URL: {exc}") from exc
+        register(str(params.pop("password", "") or ""))
+        self.location = "postgresql: " + conninfo.make_conninfo("", **params)
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('drctl_records_schema'))")
+            conn.execute(SCHEMA_POSTGRES)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[Any]:
+        psycopg = self.psycopg
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(
+                f"cannot reach the record store ({self.location}): {redact(first)}"
+            ) from exc
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"record store ({self.location}): {redact(first)}") from exc
+        finally:
+            conn.close()
+
+    def append(self, drafts: list[Draft], seal: Sealer) -> list[Entry]:
+        entries = []
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('drctl_records_append'))")
+            last = conn.execute(
+                "SELECT seq, hash FROM drctl_records ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+            for draft in drafts:
+                entry, _, _ = seal(draft, seq + 1, prev)
+                assert entry is not None and entry.body is not None
+                conn.execute(
+                    "INSERT INTO drctl_records (seq, id, kind, ref, header, hash, signature, body)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    _row(entry),
+                )
+                for name, content in draft.evidence:
+                    conn.execute(
+                        "INSERT INTO drctl_evidence (seq, name, content) VALUES (%s, %s, %s)",
+                        (entry.seq, name, content),
+                    )
+                entries.append(entry)
+                seq, prev = entry.seq, entry.hash
+            _, head, head_sig = seal(None, seq, prev)
+            conn.execute(
+                "INSERT INTO drctl_head (one, head, signature) VALUES (1, %s, %s) "
+                "ON CONFLICT (one) DO UPDATE SET head = excluded.head, "
+                "signature = excluded.signature",
+                (head.decode("utf-8"), head_sig),
+            )
+        return entries
+
+
+def open_backend(url: str | None, records_dir: Path) -> Backend:
+    if not url:
+        return SqliteBackend(records_dir / SQLITE_FILE)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresBackend(url)
+    if url.startswith("sqlite:///"):
+        return SqliteBackend(Path(url.removeprefix("sqlite://")))
+    raise InputError(
+        "DRCTL_RECORDS_URL must be postgresql://USER@HOST:PORT/DB or sqlite:///PATH, "
+        f"not {redact(url)!r}"
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+class RecordStore:
+    def __init__(
+        self,
+        records_dir: Path,
+        locks_dir: Path,
+        *,
+        url: str | None = None,
+        keys: Path | None = None,
+    ) -> None:
+        self.dir = records_dir
+        self.locks_dir = locks_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.url = url if url is not None else os.environ.get("DRCTL_RECORDS_URL") or None
+        self.keys_dir = keys
+        self._backend: Backend | None = None
+        self._public_keys: dict[str, PublicKey] | None = None
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = open_backend(self.url, self.dir)
+        return self._backend
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    def journal_path(self, run_id: str) -> Path:
+        return self.dir / f"{run_id}.journal.jsonl"
+
+    def describe(self, run_id: str) -> str:
+        """Where a record is, for a person: the store and its place in the chain."""
+        try:
+            entry = self.backend.get(run_id)
+        except StoreError:
+            entry = None
+        if entry is None:
+            return f"{self.journal_path(run_id)} (journal; not sealed yet)"
+        return f"{self.location}, seq {entry.seq}, sha256 {entry.hash[:16]}…"
+
+    # -- sealing ---------------------------------------------------------------------------
+
+    def _keys(self) -> Path:
+        """The keys beside the records (``$DRCTL_HOME/keys``) unless told otherwise."""
+        if self.keys_dir is not None:
+            return self.keys_dir
+        if os.environ.get("DRCTL_KEYS_DIR"):
+            return keys_dir()
+        path = self.dir.parent / "keys"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    def signing_key(self) -> SigningKey:
+        return load_signing_key(self._keys(), create=True)
+
+    def public_keys(self) -> dict[str, PublicKey]:
+        if not self._public_keys:
+            self._public_keys = site_public_keys(self._keys())
+        return self._public_keys
+
+    def _seal(self, drafts: list[Draft]) -> list[Entry]:
+        key = self.signing_key()
+
+        def seal(draft: Draft | None, seq: int, prev_hash: str) -> tuple[Entry | None, bytes, str]:
+            at = _now()
+            if draft is None:  # the signed head, after the last entry
+                head = make_head(seq, prev_hash, key.key_id, at)
+                return None, head, key.sign(head)
+            header = make_header(
+                seq=seq,
+                record_id=draft.record_id,
+                kind=draft.kind,
+                refs=draft.refs,
+                summary=draft.summary,
+                record_hash=sha256(draft.body),
+                prev_hash=prev_hash,
+                key_id=key.key_id,
+                sealed_at=at,
+                evidence=[Evidence(n, sha256(data), len(data)) for n, data in draft.evidence],
+            )
+            entry = Entry(
+                seq=seq,
+                id=draft.record_id,
+                kind=draft.kind,
+                header=header,
+                hash=sha256(header),
+                signature=key.sign(header),
+                body=draft.body,
+            )
+            return entry, b"", ""
+
+        return self.backend.append(drafts, seal)
+
+    def write(self, record: Record) -> Entry | None:
+        """Seal a finished record, with its journal as evidence. Sealing the same content twice
+        is a no-op; a different record under a sealed id is refused (a correction is a new
+        record: ``drctl records annotate``). A store that cannot be reached is logged, not
+        raised: the journal keeps the run, and the next read of the store seals it."""
+        try:
+            return self._write(record)
+        except StoreUnavailable as exc:
+            log.warning("record %s not sealed yet: %s", record.id, exc)
+            return None
+
+    def write_many(self, records: list[Record]) -> list[Entry]:
+        """Seal many finished records in one transaction (imports, benchmarks)."""
+        return self._seal([self._draft(r) for r in records])
+
+    def _write(self, record: Record) -> Entry:
+        draft = self._draft(record)
+        existing = self.backend.get(record.id)
+        if existing is not None:
+            if existing.body == draft.body:
+                return existing
+            raise RefusedError(
+                f"record {record.id} is already sealed (seq {existing.seq}) and is never "
+                "rewritten; add a correction with `drctl records annotate`"
+            )
+        try:
+            return self._seal([draft])[0]
+        except StoreError:
+            again = self.backend.get(record.id)
+            if again is not None and again.body == draft.body:  # sealed meanwhile elsewhere
+                return again
+            raise
+
+    def _draft(self, record: Record) -> Draft:
+        if record.status == "running":
+            raise ValueError(f"record {record.id} is still running: only finished runs are sealed")
+        data = redact_data(record.model_dump(mode="json", by_alias=True))
+        body = canonical(data)
+        journal = self.journal_path(record.id)
+        evidence = []
+        if journal.exists():
+            text = journal.read_text(encoding="utf-8", errors="replace")
+            evidence.append((JOURNAL_EVIDENCE, redact(text).encode("utf-8")))
+        return Draft(
+            record_id=record.id,
+            kind="drill",
+            refs=[],
+            summary={
+                "playbook": str(record.playbook.get("name", "")),
+                "environment": str(record.environment.get("name", "")),
+                "status": record.status,
+                "mode": record.mode,
+                "started_at": record.started_at,
+            },
+            body=body,
+            evidence=evidence,
+        )
+
+    def annotate(self, annotation: Annotation, attachments: list[tuple[str, bytes]]) -> Entry:
+        drill = self.backend.get(annotation.refers_to)
+        if drill is None or drill.kind != "drill":
+            raise InputError(f"no sealed drill record {annotation.refers_to!r} to annotate")
+        body = canonical(redact_data(annotation.model_dump(mode="json", by_alias=True)))
+        draft = Draft(
+            record_id=annotation.id,
+            kind="annotation",
+            refs=[annotation.refers_to],
+            summary={"by": annotation.by, "fields": ",".join(annotation.given())},
+            body=body,
+            evidence=attachments,
+        )
+        return self._seal([draft])[0]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _checked(self, entry: Entry) -> Entry:
+        """A light check on every read: the content still hashes to what was signed."""
+        assert entry.body is not None
+        problems = []
+        if entry.fields.get("id") != entry.id:
+            problems.append("its id differs from its signed header")
+        if sha256(entry.header) != entry.hash:
+            problems.append("its header changed after sealing")
+        if sha256(entry.body) != entry.fields.get("record_hash"):
+            problems.append("its content changed after sealing")
+        keys = self.public_keys()
+        key = keys.get(str(entry.fields.get("key_id")))
+        if key is not None and not key.verify(entry.signature, entry.header):
+            problems.append("its signature does not verify")
+        if problems:
+            raise StoreError(
+                f"record {entry.id} (seq {entry.seq}) fails verification: {'; '.join(problems)}. "
+                "Run `drctl records verify` for the whole chain."
+            )
+        return entry
+
+    def resolve(self, run_id: str) -> str:
+        """A full drill id from an id or a unique prefix of one."""
+        if self.backend.get(run_id) is not None or self.journal_path(run_id).exists():
+            return run_id
+        matches = [i for i in self.ids() if i.startswith(run_id)]
+        if len(matches) == 1:
+            return matches[0]
+        hint = f" (matches: {', '.join(matches[:5])})" if matches else ""
+        raise InputError(f"no record {run_id!r} in {self.location}{hint}")
+
+    def load(self, run_id: str) -> Record:
+        try:
+            run_id = self.resolve(run_id)
+            entry = self.backend.get(run_id)
+        except StoreUnavailable as exc:
+            if not self.journal_path(run_id).exists():
+                raise
+            log.warning("%s; showing the record built from its journal, unsealed", exc)
+            return build_record(read_journal(self.journal_path(run_id)))
+        if entry is not None:
+            if entry.kind != "drill":
+                raise InputError(f"{run_id} is an {entry.kind}, not a drill record")
+            return Record.model_validate_json(self._checked(entry).body or b"")
+        events = read_journal(self.journal_path(run_id))
+        if not events:
+            raise InputError(f"record {run_id}: its journal is empty")
+        environment = events[0]["environment"]["name"]
+        holder = holder_if_alive(self.locks_dir, environment)
+        alive = holder is not None and holder.run_id == run_id
+        record = build_record(events, alive=alive)
+        if not alive:
+            self.write(record)
+        return record
+
+    def sealed(self, run_id: str) -> Sealed:
+        """A drill record as sealed, with its annotations (sealing it first if it is finished)."""
+        run_id = self.resolve(run_id)
+        record = self.load(run_id)
+        entry = self.backend.get(run_id)
+        if entry is None:
+            raise InputError(
+                f"record {run_id} is not sealed ({record.status}): "
+                + ("the run is still going" if record.status == "running" else "see the log")
+            )
+        annotations = [
+            (e, Annotation.model_validate_json(self._checked(e).body or b""))
+            for e in self.backend.referring(run_id)
+            if e.kind == "annotation" and run_id in e.refs
+        ]
+        return Sealed(record, self._checked(entry), annotations, self.location)
+
+    def evidence(self, entry: Entry, name: str) -> bytes | None:
+        return self.backend.evidence(entry.seq, name)
+
+    def ids(self) -> list[str]:
+        """Drill run ids, newest first (ids begin with the UTC start time)."""
+        names = {p.name.split(".")[0] for p in self.dir.glob("*.journal.jsonl")}
+        names.update(self.backend.ids("drill"))
+        return sorted(names, reverse=True)
+
+    def seal_pending(self) -> list[str]:
+        """Seal every finished run that has a journal but no sealed record yet."""
+        sealed = set(self.backend.ids("drill"))
+        pending = [p.name.split(".")[0] for p in self.dir.glob("*.journal.jsonl")]
+        done = []
+        for run_id in sorted(set(pending) - sealed):
+            if self.load(run_id).status != "running":
+                done.append(run_id)
+        return done
+
+    def list(self) -> list[Record]:
+        return [self.load(run_id) for run_id in self.ids()]
+
+    def entries(self, *, with_body: bool = False) -> Iterator[Entry]:
+        return self.backend.entries(with_body=with_body)
+
+    # -- verification ----------------------------------------------------------------------
+
+    def verify(
+        self, keys: dict[str, PublicKey] | None = None, *, only: str | None = None
+    ) -> Verdict:
+        """Check the whole chain: every header, link and signature, and the signed head; and
+        every record's content and evidence (or, with ``only``, that drill's and its
+        annotations')."""
+        keys = self.public_keys() if keys is None else keys
+        verdict = Verdict()
+        if not keys:
+            verdict.fail(None, None, "no public key to check signatures with (--public-key FILE)")
+        if only is not None:
+            only = self.resolve(only)
+            if self.backend.get(only) is None:
+                raise InputError(f"record {only} is not sealed yet")
+
+        def wanted(entry: Entry) -> bool:
+            return only is None or entry.id == only or only in entry.refs
+
+        evidence = self.backend.all_evidence()
+        verify_chain(
+            self.backend.entries(with_body=True),
+            keys,
+            want_body=wanted,
+            evidence_of=lambda e, name: evidence.get((e.seq, name)),
+            verdict=verdict,
+        )
+        head = self.backend.head()
+        verify_head(verdict, head[0] if head else None, head[1] if head else None, keys)
+        return verdict
