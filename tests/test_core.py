@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from drills.engine.lock import EnvironmentLock, force_unlock, holder_if_alive
-from drills.engines.postgres.canary import Write, WriterLog, analyse_canary, analyse_write_outage
+from drills.engine.measures import Write, WriterLog, analyse_canary, analyse_write_outage
 from drills.model.durations import parse_duration
 from drills.model.errors import RefusedError
 from drills.model.playbook import Objective
@@ -202,3 +202,23 @@ def test_one_drill_at_a_time_and_a_dead_run_keeps_the_lock(tmp_path: Path) -> No
     cleared = force_unlock(tmp_path, "lab")
     assert cleared is not None and cleared.run_id == "R3"
     EnvironmentLock(tmp_path, "lab").acquire("R5", 0.0)
+
+
+def test_reading_an_interrupted_run_never_writes_and_sealing_is_explicit(tmp_path: Path) -> None:
+    from drills.records.store import RecordStore
+
+    store = RecordStore(tmp_path / "records", tmp_path / "locks")
+    run_id = "20261201T000000Z-p-e-dead"
+    journal = Journal(store.journal_path(run_id))
+    journal.append({**started_event(), "run_id": run_id})
+    journal.append(step_event("one", 0.1, 0.2))
+    journal.close()
+    assert store.load(run_id).status == "interrupted"
+    assert [r.id for r in store.list()] == [run_id]
+    assert list(store.entries()) == [], "reading wrote to the chain"
+    assert store.unsealed() == [run_id]
+    with pytest.raises(Exception, match="drctl records seal"):
+        store.sealed(run_id)
+    store.seal(run_id)
+    assert [e.id for e in store.entries()] == [run_id]
+    assert store.unsealed() == [] and store.sealed(run_id).record.status == "interrupted"

@@ -60,8 +60,23 @@ def streaming(probe: Probe, role: str, params: StreamingParams) -> Observation:
         return Observation(observed, "streaming", status == "streaming")
     _, source = probe.node(params.source)
     expected = f"streaming from {source.host}:{source.port}"
-    held = status == "streaming" and port == source.port
+    # Host and port together: two sites may both listen on 5432.
+    held = status == "streaming" and port == source.port and same_address(host, source.host)
     return Observation(observed, expected, held)
+
+
+def same_address(seen: str | None, configured: str) -> bool:
+    """Whether the address a server reports is the node's configured host (name or address)."""
+    if seen is None:
+        return False
+    if seen == configured:
+        return True
+    import socket
+
+    try:
+        return socket.gethostbyname(configured) == seen
+    except OSError:
+        return False
 
 
 def replay_lag(probe: Probe, role: str, params: LagParams) -> Observation:
@@ -89,30 +104,13 @@ def replay_lag(probe: Probe, role: str, params: LagParams) -> Observation:
 def postmaster_state(probe: Probe, role: str) -> str:
     """'running', 'not running', or 'dead, not yet reaped' for the role's server on its host.
 
-    What ``pg_ctl status`` does (the pid in postmaster.pid, alive?), read from the files
-    directly so that a check polled every few milliseconds costs microseconds, and with two
-    corrections: a dead postmaster its parent has not reaped yet (a zombie) is dead, though
-    kill(pid, 0) still answers for it; and a pid reused by another program is not a postmaster.
-    Linux hosts (``/proc``).
+    What ``pg_ctl status`` does (the pid in postmaster.pid, alive?), asked of the node's host
+    executor in one round trip, with two corrections: a dead postmaster its parent has not
+    reaped yet (a zombie) is dead, though kill(pid, 0) still answers for it; and a pid reused by
+    another program is not a postmaster. Linux hosts (``/proc``).
     """
-    _, node = probe.node(role)
-    assert node.postgres is not None
-    pid_file = probe.read_file(role, f"{node.postgres.data_dir}/postmaster.pid")
-    if pid_file is None:
-        return "not running"
-    first = pid_file.split("\n", 1)[0].strip()
-    if not first.isdigit():
-        return "running"  # a pid file being written: do not claim the server is down
-    stat = probe.read_file(role, f"/proc/{first}/stat")
-    if stat is None:
-        return "not running"
-    state = stat.rpartition(")")[2].split()[:1]
-    if state and state[0] in ("Z", "X"):
-        return "dead, not yet reaped"
-    command = stat.partition("(")[2].rpartition(")")[0]
-    if "postgres" not in command and "postmaster" not in command:
-        return "not running"
-    return "running"
+    _, _, pg = probe.postgres(role)
+    return probe.host(role).instance_processes(pg.data_dir, user=probe.os_user(role)).state
 
 
 def down(probe: Probe, role: str, params: NoParams) -> Observation:
@@ -163,12 +161,9 @@ def takes_writes(probe: Probe, role: str, params: NoParams) -> Observation:
 def replayed_shutdown_checkpoint(probe: Probe, role: str, params: ReplayedParams) -> Observation:
     """The standby replayed everything the cleanly stopped primary wrote, its shutdown
     checkpoint included (read with pg_controldata on the primary's host)."""
-    _, old = probe.node(params.primary)
-    assert old.postgres is not None
+    _, _, old = probe.postgres(params.primary)
     control = probe.run(
-        params.primary,
-        [f"{old.postgres.bin_dir}/pg_controldata", old.postgres.data_dir],
-        timeout=10,
+        params.primary, [f"{old.bin_dir}/pg_controldata", old.data_dir], timeout=10
     ).stdout
     fields = dict(
         (key.strip(), value.strip())

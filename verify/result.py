@@ -1,58 +1,59 @@
-"""The typed result of a check, and what a check needs from the world (``Probe``)."""
+"""What a check needs from the world (``Probe``), and its typed result (``drills.model.check``).
+
+A check is ``fn(probe, role, params) -> Observation``. The probe is the run's ``Targets``
+(``drills.engine.targets``): every node is reached through its own executors, addressed by role.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from drills.model.check import CheckResult, Observation, Verdict
 
 if TYPE_CHECKING:
-    from drills.executors.http import HttpExecutor
-    from drills.executors.local import CommandResult
-    from drills.executors.postgres import SqlExecutor
-    from drills.model.environment import Node
+    from drills.executors.host import CommandResult, HostExecutor
+    from drills.model.environment import Node, PostgresAccess
 
-Verdict = Literal["held", "deviated", "error"]
+__all__ = ["CheckResult", "Observation", "Probe", "Verdict"]
 
 
-class CheckResult(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class SqlLike(Protocol):
+    host: str
 
-    check: str
-    target: str
-    node: str
-    observed: Any
-    expected: str
-    verdict: Verdict
-    detail: str = ""
-    at: str
-    offset: float
+    def query(
+        self, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 10.0
+    ) -> list[tuple[Any, ...]]: ...
 
-    @property
-    def held(self) -> bool:
-        return self.verdict == "held"
+    def scalar(
+        self, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 10.0
+    ) -> Any: ...
 
 
-@dataclass(frozen=True)
-class Observation:
-    """What a check function returns: the value it saw and whether it meets the expectation."""
+class HttpLike(Protocol):
+    host: str
 
-    observed: Any
-    expected: str
-    held: bool
-    detail: str = ""
+    def request(self, method: str, path: str, *, body: Any = None) -> Any: ...
 
 
 class Probe(Protocol):
     """The executors a check may use, addressed by role."""
 
+    @property
+    def env(self) -> Any: ...
+
     def node(self, role: str) -> tuple[str, Node]: ...
 
-    def sql(self, role: str) -> SqlExecutor: ...
+    def postgres(self, role: str) -> tuple[str, Node, PostgresAccess]: ...
+
+    def host(self, role: str) -> HostExecutor: ...
+
+    def os_user(self, role: str) -> str | None: ...
+
+    def sql(self, role: str) -> Any: ...
 
     def run(self, role: str, argv: list[str], *, timeout: float = 30.0) -> CommandResult: ...
 
     def read_file(self, role: str, path: str) -> str | None: ...
 
-    def http(self, role: str) -> HttpExecutor: ...
+    def http(self, role: str) -> Any: ...

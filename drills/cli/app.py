@@ -167,9 +167,10 @@ def plan(
     mode: Annotated[str, typer.Option(help="drill or real.")] = "drill",
 ) -> None:
     """Show every step, target and command that would run. Runs nothing that changes anything."""
-    from drills.engine.actions import ACTIONS
+    from drills.engine.catalogue import default_catalogue
     from drills.engine.loader import load_playbook, resolve_environment, resolve_playbook
-    from drills.engine.targets import Targets, discover_roles, required_roles_problem
+    from drills.engine.roles import discover_roles, required_roles_problem
+    from drills.engine.targets import Targets
 
     loaded = load_playbook(resolve_playbook(playbook))
     environment = resolve_environment(env)
@@ -177,13 +178,15 @@ def plan(
     problem = required_roles_problem(environment, pb.roles)
     if problem:
         raise InputError(problem)
+    catalogue = default_catalogue()
+    targets = Targets(environment, {})
     try:
-        roles = discover_roles(environment, pb.roles).roles
+        roles = discover_roles(targets, pb.roles, catalogue).roles
         source = "as the servers report now"
     except DrillError as exc:
         roles = {r: environment.nodes_with_role(r)[0] for r in pb.roles}
         source = f"as configured (could not ask the servers: {exc})"
-    targets = Targets(environment, roles)
+    targets.roles = roles
     console.print(
         f"[bold]plan[/]: {pb.title.en} / {pb.title.zh} ({pb.name} v{pb.version}, "
         f"sha256 {loaded.sha256[:12]}) on {environment.name}, mode {mode}"
@@ -207,7 +210,7 @@ def plan(
                 f" ({roles.get(step.target, '?')}), timeout {step.timeout:g}s, "
                 f"on failure {step.on_failure.value}{skip}"
             )
-            spec = ACTIONS[step.action]
+            spec = catalogue.action(step.action)
             for command in spec.describe(
                 targets, step.target, spec.params.model_validate(step.with_)
             ):
@@ -223,6 +226,7 @@ def plan(
                 console.print(f"    may go on under override {step.override} (--override)")
             if step.undoes:
                 console.print(f"    undoes {step.undoes}")
+    targets.close()
     console.print("\nnothing was run.")
 
 
@@ -357,6 +361,7 @@ def _run_request(request: Any, *, verbose: bool = False, quiet: bool = False) ->
 def unlock(environment: Annotated[str, typer.Argument(help="Environment name.")]) -> None:
     """Release an environment's lock left by a run that died, after you checked the environment."""
     from drills.engine.lock import force_unlock
+    from drills.records.store import RecordStore
 
     stale = force_unlock(subdir("locks"), environment)
     console.print(
@@ -364,6 +369,9 @@ def unlock(environment: Annotated[str, typer.Argument(help="Environment name.")]
         if stale
         else f"{environment} was not locked"
     )
+    # The person has looked at the environment: the runs that died on it are sealed now.
+    for run_id in RecordStore(subdir("records"), subdir("locks")).seal_pending(environment):
+        console.print(f"sealed the record of {run_id} (interrupted) into the store")
 
 
 # -- demo --------------------------------------------------------------------------------------

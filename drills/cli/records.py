@@ -161,9 +161,14 @@ def records_verify(
         _print_verdict(verdict, f"bundle {bundle}", keys_from)
     else:
         store = _store()
-        if record_id is None:
-            store.seal_pending()
         verdict = store.verify(keys, only=record_id)
+        if record_id is None:
+            pending = store.unsealed()
+            if pending:
+                console.print(
+                    f"[yellow]{len(pending)} run(s) not sealed yet (journals only): "
+                    f"{', '.join(pending[:5])}; `drctl records seal --pending` seals them[/]"
+                )
         what = f"record {record_id}" if record_id else f"store {store.location}"
         _print_verdict(verdict, what, keys_from)
     if not verdict.ok:
@@ -177,6 +182,27 @@ def _date(value: str | None, option: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError as exc:
         raise InputError(f"{option} {value!r}: write a date as YYYY-MM-DD") from exc
+
+
+@records_app.command("seal")
+def records_seal(
+    record_id: Annotated[str | None, typer.Argument(help="Run id (or unique prefix).")] = None,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Seal every finished run not sealed yet.")
+    ] = False,
+) -> None:
+    """Seal the record of a run that died (interrupted) into the store. Reading never seals."""
+    store = _store()
+    if (record_id is None) == (not pending):
+        raise InputError("give a run ID or --pending (one of them)")
+    if record_id is not None:
+        record = store.seal(record_id)
+        console.print(f"sealed {record.id} ({record.status}) into {store.location}")
+        return
+    done = store.seal_pending()
+    for run_id in done:
+        console.print(f"sealed {run_id}")
+    console.print(f"{len(done)} record(s) sealed into {store.location}")
 
 
 @records_app.command("export")

@@ -28,17 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drills.engine.catalogue import ActionSpec
 from drills.home import subdir
-from drills.model.clock import Stamp, utc_iso
+from drills.model.clock import Clock, Stamp, utc_iso
 from drills.model.record import StepOffsets, StepRecord
+from drills.model.request import RunRequest
 
 if TYPE_CHECKING:
-    from drills.engine.actions import ActionSpec
-    from drills.engine.runner import Runner, RunRequest
     from drills.engine.targets import Targets
     from drills.model.playbook import Step
 
@@ -72,7 +72,18 @@ class HumanAnswer:
     received_at: float  # epoch seconds (wall): when the acknowledgement reached drctl or Prefect
 
 
-HumanHook = Callable[["RunRequest", str, "Step"], HumanAnswer | None]
+HumanHook = Callable[[RunRequest, str, "Step"], HumanAnswer | None]
+
+
+class HumanContext(Protocol):
+    """What a human step needs of the run that asks (the runner is one)."""
+
+    clock: Clock
+    request: RunRequest
+    run_id: str
+    human: HumanHook | None
+
+    def event(self, kind: str, **fields: Any) -> None: ...
 
 
 # -- the file channel ------------------------------------------------------------------------------
@@ -130,7 +141,7 @@ def file_acknowledgement(request: RunRequest, run_id: str, step: Step) -> HumanA
 
 
 def run_human_step(
-    runner: Runner, step: Step, phase: Literal["main", "rollback"], node: str
+    runner: HumanContext, step: Step, phase: Literal["main", "rollback"], node: str
 ) -> StepRecord:
     """A human step, for ``Runner._execute``."""
     if step.action == DECLARED:
@@ -151,7 +162,7 @@ def _identity(step: Step, phase: str, node: str) -> dict[str, Any]:
 
 
 def _declared(
-    runner: Runner, step: Step, phase: Literal["main", "rollback"], node: str
+    runner: HumanContext, step: Step, phase: Literal["main", "rollback"], node: str
 ) -> StepRecord:
     clock = runner.clock
     started = clock.now()
@@ -181,7 +192,7 @@ def _declared(
             f"incident declared at {moment.at}{by} (from the run request), {when}; its offset "
             f"({moment.offset:g}s) is a wall-clock difference, not the monotonic clock"
         )
-    runner._event("note", text=sentence)
+    runner.event("note", text=sentence)
     ended = clock.now()
     return StepRecord(
         **_identity(step, phase, node),
@@ -205,12 +216,12 @@ def _declared(
 
 
 def _acknowledge(
-    runner: Runner, step: Step, phase: Literal["main", "rollback"], node: str
+    runner: HumanContext, step: Step, phase: Literal["main", "rollback"], node: str
 ) -> StepRecord:
     clock = runner.clock
     params = AckParams.model_validate(step.with_)
     started = clock.now()
-    runner._event(
+    runner.event(
         "human_waiting",
         step=step.id,
         action=step.action,
@@ -271,7 +282,7 @@ def _acknowledge(
     )
 
 
-# -- the catalogue (drills.engine.actions) ---------------------------------------------------------------
+# -- the catalogue (registered by drills.engine.core) ---------------------------------------------
 
 
 def _not_here(targets: Targets, role: str, params: Any, timeout: float) -> Any:
@@ -296,8 +307,6 @@ def _describe_declared(targets: Targets, role: str, params: DeclaredParams) -> l
 
 
 def human_actions() -> list[ActionSpec]:
-    from drills.engine.actions import ActionSpec
-
     return [
         ActionSpec(
             ACKNOWLEDGE,

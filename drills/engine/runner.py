@@ -19,7 +19,6 @@ the step; tests and the benchmark's baseline call steps directly.
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import secrets
@@ -27,15 +26,14 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 import drills
-from drills.engine.actions import ACTIONS
+from drills.engine.catalogue import Catalogue, default_catalogue
+from drills.engine.checking import run_check
 from drills.engine.human import HUMAN_ACTIONS, HumanHook, run_human_step
+from drills.engine.instruments import Instruments, start_instruments, stop_instruments
 from drills.engine.listeners import Fanout, Progress
 from drills.engine.loader import (
     LoadedPlaybook,
@@ -44,19 +42,24 @@ from drills.engine.loader import (
     resolve_playbook,
 )
 from drills.engine.lock import EnvironmentLock
-from drills.engine.targets import RoleMap, Targets, discover_roles, required_roles_problem
-from drills.engines.postgres import canary
+from drills.engine.policy import (
+    after_failure,
+    check_request,
+    missed_sentence,
+    objectives_with_targets,
+    rollback_plan,
+)
+from drills.engine.roles import discover_roles
+from drills.engine.targets import Connector, Targets
 from drills.home import subdir
 from drills.model.approval import Approval, refusal
+from drills.model.check import CheckResult
 from drills.model.clock import Clock, Stamp
-from drills.model.durations import parse_duration
 from drills.model.environment import Environment
-from drills.model.errors import DrillError, InputError, RefusedError
-from drills.model.playbook import Mode, Objective, OnFailure, Step
+from drills.model.errors import DrillError
+from drills.model.playbook import Mode, Step
 from drills.model.record import (
-    Measurements,
     Milestone,
-    ObjectiveResult,
     Record,
     StepOffsets,
     StepRecord,
@@ -64,59 +67,15 @@ from drills.model.record import (
     evaluate_objectives,
 )
 from drills.model.redact import redact_data, redact_model, register_environment
+from drills.model.request import RunRequest
 from drills.records.journal import Journal, read_journal
 from drills.records.store import RecordStore
-from verify.registry import run_check
-from verify.result import CheckResult
+
+__all__ = ["RunRequest", "Runner", "check_request", "run_playbook"]
 
 log = logging.getLogger("drctl")
 OUTPUT_EXCERPT = 2000
 PRECONDITION_WITHIN = 3.0
-
-
-class RunRequest(BaseModel):
-    """What to run, where, how, and on whose word. The Prefect UI renders it as a form."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    playbook: str = Field(description="Playbook file, or the name of a shipped playbook.")
-    environment: str = Field(description="Environment name (e.g. lab) or file.")
-    mode: Literal["drill", "real"] = Field(
-        default="drill", description="drill: may touch unprotected environments only."
-    )
-    operator: str = Field(default_factory=getpass.getuser, description="Who runs it.")
-    ticket: str | None = Field(default=None, description="Change or incident ticket.")
-    overrides: list[str] = Field(
-        default_factory=list, description="Overrides the playbook offers, given explicitly."
-    )
-    objectives: dict[str, str | float] = Field(
-        default_factory=dict,
-        description="Objective targets that replace the playbook's, by name (e.g. rto: 2m).",
-    )
-    approval: Approval | None = Field(
-        default=None,
-        description="For a real run on a protected environment, given up front (CLI); when "
-        "absent, the run pauses and asks for it.",
-    )
-    approval_timeout: int = Field(
-        default=900, ge=1, le=86400, description="Seconds to wait for an approval."
-    )
-    incident_declared_at: datetime | None = Field(
-        default=None,
-        description="When the incident was declared (ISO 8601, UTC; e.g. 2026-11-27T01:02:03Z); "
-        "a playbook's incident.declared step stamps it. Empty: the run's start.",
-    )
-    declared_by: str | None = Field(default=None, description="Who declared the incident.")
-
-    @field_validator("incident_declared_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        if value.timestamp() > time.time() + 60:
-            raise ValueError("the incident cannot be declared in the future")
-        return value
 
 
 StepFn = Callable[[], StepRecord]
@@ -150,73 +109,6 @@ def environment_snapshot(env: Environment) -> dict[str, Any]:
     }
 
 
-def check_request(loaded: LoadedPlaybook, env: Environment, request: RunRequest) -> None:
-    """Refuse, before anything starts, what this request must not do."""
-    problem = required_roles_problem(env, loaded.playbook.roles)
-    if problem:
-        raise InputError(problem)
-    offered = {s.override for s in loaded.playbook.steps if s.override}
-    unknown = [o for o in request.overrides if o not in offered]
-    if unknown:
-        raise InputError(
-            f"override {', '.join(unknown)} is not offered by playbook {loaded.playbook.name} "
-            f"(it offers: {', '.join(sorted(offered)) or 'none'})"
-        )
-    objectives_with_targets(loaded.playbook.objectives, request.objectives)
-    if env.protected and request.mode == "drill":
-        raise RefusedError(
-            f"environment {env.name!r} is protected: drills may not touch it "
-            "(a real run with an approval is the only way)"
-        )
-
-
-def objectives_with_targets(
-    objectives: dict[str, Objective], targets: dict[str, str | float]
-) -> dict[str, Objective]:
-    """The playbook's objectives with the request's targets in place of theirs, by name."""
-    unknown = [name for name in targets if name not in objectives]
-    if unknown:
-        raise InputError(
-            f"objective {', '.join(unknown)} is not one of the playbook's "
-            f"({', '.join(objectives) or 'it has none'}): the run request cannot set its target"
-        )
-    result = dict(objectives)
-    for name, target in targets.items():
-        try:
-            seconds = parse_duration(target)
-        except ValueError as exc:
-            raise InputError(f"objective {name}: {exc}") from None
-        old = objectives[name]
-        result[name] = old.model_copy(
-            update={
-                "target": seconds,
-                "source": f"run request (the playbook's target: {old.target:g}s"
-                + (f", {old.source}" if old.source else "")
-                + ")",
-            }
-        )
-    return result
-
-
-@dataclass
-class Instruments:
-    """The background measurements of a run; each one is optional."""
-
-    canary_writer: canary.CanaryWriter | None = None
-    write_probe: canary.WriteProbe | None = None
-    service_probe: canary.ServiceProbe | None = None
-
-    def threads(self) -> list[canary.CanaryWriter | canary.WriteProbe | canary.ServiceProbe]:
-        return [
-            t for t in (self.canary_writer, self.write_probe, self.service_probe) if t is not None
-        ]
-
-    def stop(self) -> None:
-        for thread in self.threads():
-            if thread.is_alive():
-                thread.stop()
-
-
 class Runner:
     def __init__(
         self,
@@ -229,11 +121,19 @@ class Runner:
         interrupts: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit),
         approver: Approver | None = None,
         human: HumanHook | None = None,
+        connector: Connector | None = None,
+        catalogue: Catalogue | None = None,
+        loaded: LoadedPlaybook | None = None,
+        env: Environment | None = None,
     ) -> None:
+        """``connector`` makes the executors of the nodes (default: the live ones; tests pass
+        fakes); ``loaded``/``env`` may be given instead of being resolved from the request."""
         self.request = request
-        self.loaded = load_playbook(resolve_playbook(request.playbook))
+        self.catalogue = catalogue or default_catalogue()
+        self.connector = connector
+        self.loaded = loaded or load_playbook(resolve_playbook(request.playbook))
         self.playbook = self.loaded.playbook
-        self.env = resolve_environment(request.environment)
+        self.env = env or resolve_environment(request.environment)
         register_environment(self.env)  # its passwords are masked in journal, record and logs
         check_request(self.loaded, self.env, request)
         self.objectives = objectives_with_targets(self.playbook.objectives, request.objectives)
@@ -253,6 +153,10 @@ class Runner:
         self.targets: Targets | None = None
 
     # -- journal -----------------------------------------------------------------------------
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Append one event to the run's journal (redacted)."""
+        self._event(kind, **fields)
 
     def _event(self, kind: str, **fields: Any) -> None:
         assert self.journal is not None
@@ -278,15 +182,16 @@ class Runner:
         writers = Instruments()
         try:
             self._start()
+            self.targets = Targets(self.env, {}, self.connector)
             try:
-                role_map = discover_roles(self.env, self.playbook.roles)
+                role_map = discover_roles(self.targets, self.playbook.roles, self.catalogue)
             except DrillError as exc:
                 return self._end("aborted", self._decide(f"roles could not be resolved: {exc}"))
             self._event(
                 "roles", roles=role_map.roles, observed=role_map.observed, notes=role_map.notes
             )
             self.progress.roles(role_map)
-            self.targets = Targets(self.env, role_map.roles)
+            self.targets.roles = role_map.roles
             gate = self._preconditions()
             if gate is not None:
                 return self._end("aborted", gate)
@@ -298,21 +203,29 @@ class Runner:
                 if gate is not None:
                     return self._end("aborted", gate)
             try:
-                writers = self._start_writers(role_map)
+                writers = start_instruments(
+                    self.playbook.measurements,
+                    self.targets,
+                    self.run_id,
+                    self.clock,
+                    self.catalogue,
+                )
             except DrillError as exc:
                 return self._end(
                     "aborted",
                     self._decide(f"the measurements could not start: {exc}; nothing was changed"),
                 )
             status, reason, rolled_back = self._steps()
-            measurements = self._stop_writers(writers)
+            measurements = stop_instruments(
+                writers, self.playbook.measurements, self.env, self.run_id, self.clock
+            )
             self._event("measurements", measurements=measurements.model_dump())
             objectives = evaluate_objectives(self.objectives, self.milestones, measurements)
             if status == "passed":
                 missed = [o for o in objectives if not o.met]
                 if missed:
                     status = "failed"
-                    reason = self._decide(_missed_sentence(missed))
+                    reason = self._decide(missed_sentence(missed))
             return self._end(status, reason, rolled_back=rolled_back)
         except self.interrupts as exc:
             what = (
@@ -367,7 +280,9 @@ class Runner:
         deadline = time.monotonic() + PRECONDITION_WITHIN
         while True:
             results = [
-                run_check(c.check, c.target or "", c.with_, self.targets, self.clock)
+                run_check(
+                    c.check, c.target or "", c.with_, self.targets, self.clock, self.catalogue
+                )
                 for c in self.playbook.preconditions
             ]
             if all(r.held for r in results) or time.monotonic() > deadline:
@@ -422,28 +337,19 @@ class Runner:
                 continue
             failures.append(record)
             why = record.reason or record.error or "failed"
-            if step.on_failure == OnFailure.continue_:
-                self._decide(f"step {step.id} failed ({why}); continuing as the playbook says")
+            decision = after_failure(step, why)
+            self._decide(decision.sentence)
+            if decision.then == "continue":
                 continue
-            if step.on_failure == OnFailure.rollback:
-                self._decide(f"step {step.id} failed ({why}); rolling back")
-                self._rollback(started)
+            if decision.then == "rollback":
+                for undo in rollback_plan(self.playbook.rollback, started):
+                    self._run_step(undo, "rollback")
                 return "failed", f"step {step.id} failed ({why}); the drill was rolled back", True
-            return (
-                "aborted",
-                self._decide(f"step {step.id} failed ({why}); aborted, later steps not run"),
-                False,
-            )
+            return "aborted", decision.sentence, False
         if failures:
             ids = ", ".join(f.id for f in failures)
             return "failed", self._decide(f"steps {ids} failed; the others ran"), False
         return "passed", self._decide("every step passed its checks"), False
-
-    def _rollback(self, started: set[str]) -> None:
-        for step in reversed(self.playbook.rollback):
-            if step.undoes is not None and step.undoes not in started:
-                continue
-            self._run_step(step, "rollback")
 
     def _run_step(self, step: Step, phase: Literal["main", "rollback"]) -> StepRecord:
         assert self.targets is not None
@@ -489,7 +395,7 @@ class Runner:
         assert self.targets is not None
         if step.action in HUMAN_ACTIONS:
             return run_human_step(self, step, phase, node)
-        spec = ACTIONS[step.action]
+        spec = self.catalogue.action(step.action)
         params = spec.params.model_validate(step.with_)
         started = self.clock.now()
         attempts, output, error = 0, "", None
@@ -503,7 +409,7 @@ class Runner:
                 break
             except DrillError as exc:
                 error = str(exc) if exc.host else f"{node}: {exc}"
-                # An action that found a fault may say what it measured (drills.engines.postgres.scratch).
+                # An action that found a fault may say what it measured (scratch.ActionFailed).
                 data = dict(getattr(exc, "data", None) or {})
                 if attempts > step.retries:
                     break
@@ -515,7 +421,14 @@ class Runner:
             deadline = time.monotonic() + step.within
             while True:
                 checks = [
-                    run_check(c.check, c.target or step.target, c.with_, self.targets, self.clock)
+                    run_check(
+                        c.check,
+                        c.target or step.target,
+                        c.with_,
+                        self.targets,
+                        self.clock,
+                        self.catalogue,
+                    )
                     for c in step.verify
                 ]
                 if all(c.held for c in checks):
@@ -566,82 +479,6 @@ class Runner:
             reason=reason,
         )
 
-    # -- measurements ------------------------------------------------------------------------
-
-    def _start_writers(self, role_map: RoleMap) -> Instruments:
-        m = self.playbook.measurements
-        found = Instruments()
-        if m.canary or m.write_probe:
-            nodes = [role_map.roles[r] for r in m.writer_roles if r in role_map.roles]
-            dsn, ports = canary.writer_dsn(self.env, nodes)
-            canary.prepare(dsn)
-            if m.canary:
-                found.canary_writer = canary.CanaryWriter(
-                    dsn, ports, self.run_id, self.clock, m.canary_interval
-                )
-            if m.write_probe:
-                found.write_probe = canary.WriteProbe(
-                    dsn, ports, self.run_id, self.clock, m.write_probe_interval
-                )
-        if m.service_probe and self.targets is not None:
-            ports = {node.port: name for name, node in self.env.nodes.items() if node.postgres}
-            found.service_probe = canary.ServiceProbe(
-                self.targets.http(m.service_role), ports, self.clock, m.service_probe_interval
-            )
-        for thread in found.threads():
-            thread.start()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(not t.log.acks for t in found.threads()):
-            time.sleep(0.01)
-        return found
-
-    def _stop_writers(self, found: Instruments) -> Measurements:
-        if not found.threads():
-            return Measurements()
-        steps_done = self.clock.now().offset
-        deadline = time.monotonic() + self.playbook.measurements.settle
-        # Let every instrument see the world after the last step before it stops.
-        while time.monotonic() < deadline and not all(
-            any(a.offset > steps_done for a in t.log.acks[-3:]) for t in found.threads()
-        ):
-            time.sleep(0.01)
-        found.stop()
-        stopped = self.clock.now().offset
-        outage = (
-            canary.analyse_write_outage(found.write_probe.log, stopped)
-            if found.write_probe
-            else None
-        )
-        service = (
-            canary.analyse_write_outage(found.service_probe.log, stopped)
-            if found.service_probe
-            else None
-        )
-        canary_result = None
-        if found.canary_writer is not None:
-            nodes = list(self.targets.roles.values()) if self.targets else []
-            dsn, ports = canary.writer_dsn(
-                self.env, [n for n in nodes if self.env.nodes[n].postgres]
-            )
-            try:
-                present, port = canary.surviving_seqs(dsn, self.run_id)
-                checked_on: str | None = ports.get(int(port), port) if port.isdigit() else port
-            except Exception as exc:
-                log.warning("canaries could not be read back: %s", exc)
-                present, checked_on = None, None
-            canary_result = canary.analyse_canary(found.canary_writer.log, present, checked_on)
-        return Measurements(
-            write_outage_seconds=outage.seconds if outage else None,
-            service_outage_seconds=service.seconds if service else None,
-            lost_writes=canary_result.lost
-            if canary_result is not None and canary_result.rpo_seconds is not None
-            else None,
-            rpo_seconds=canary_result.rpo_seconds if canary_result else None,
-            write_probe=outage,
-            service_probe=service,
-            canary=canary_result,
-        )
-
     # -- the end -----------------------------------------------------------------------------
 
     def _end(self, status: str, reason: str, *, rolled_back: bool = False) -> Record:
@@ -663,14 +500,6 @@ def _step_identity(step: Step, phase: str, node: str) -> dict[str, Any]:
         "target": step.target,
         "node": node,
     }
-
-
-def _missed_sentence(missed: list[ObjectiveResult]) -> str:
-    parts = []
-    for o in missed:
-        measured = "not measured" if o.measured_seconds is None else f"{o.measured_seconds:g}s"
-        parts.append(f"{o.name} {measured} against a target of {o.target_seconds:g}s")
-    return "objectives missed: " + "; ".join(parts)
 
 
 def run_playbook(request: RunRequest, **kwargs: Any) -> Record:

@@ -1,102 +1,102 @@
 """Roles resolved to nodes, and the executors that reach them.
 
 Roles move: after a switchover the node that was ``primary`` is a standby. So the runner takes a
-snapshot of who is what at the start of a run (``discover_roles``), records it, and addresses
-every action and check by role through ``Targets`` for the rest of the run.
+snapshot of who is what at the start of a run (``drills.engine.roles``), records it, and
+addresses every action and check by role through ``Targets`` for the rest of the run.
+
+``Targets`` makes no connection itself: a ``Connector`` does. The live one (``LiveConnector``)
+builds a local or SSH host executor, a PostgreSQL session and an HTTP client per node; tests pass
+a fake one, so the runner's decisions are tested without a database. One executor per node per
+run: an SSH connection is opened once and reused by every step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from drills.executors.http import HttpExecutor
-from drills.executors.local import CommandResult, LocalExecutor
-from drills.executors.postgres import SqlExecutor
+from drills.executors.host import CommandResult, HostExecutor
 from drills.model.environment import Environment, Node, PostgresAccess
-from drills.model.errors import ConnectionFailed, InputError, RefusedError
+from drills.model.errors import InputError
 
 
-@dataclass(frozen=True)
-class RoleMap:
-    roles: dict[str, str]  # role -> node name
-    observed: dict[str, str]  # node name -> what the server said (primary/standby/down/n.a.)
-    notes: list[str] = field(default_factory=list)
+class SqlSession(Protocol):
+    """A database session on one node, kept for the run (``drills.executors.postgres``)."""
+
+    host: str
+
+    def query(
+        self, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 10.0
+    ) -> list[tuple[Any, ...]]: ...
+
+    def scalar(
+        self, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 10.0
+    ) -> Any: ...
+
+    def close(self) -> None: ...
 
 
-def required_roles_problem(env: Environment, roles: list[str]) -> str | None:
-    present = {node.role for node in env.nodes.values()}
-    missing = [role for role in roles if role not in present]
-    if missing:
-        return (
-            f"the playbook needs role(s) {', '.join(missing)}, which environment {env.name!r} "
-            f"does not have (it has: {', '.join(sorted(present))})"
-        )
-    return None
+class HttpSession(Protocol):
+    host: str
+
+    def request(self, method: str, path: str, *, body: Any = None) -> Any: ...
+
+    def close(self) -> None: ...
 
 
-def observe_postgres_role(name: str, node: Node) -> str:
-    if node.postgres is None:
-        return "n/a"
-    try:
-        in_recovery = SqlExecutor.for_node(name, node).scalar(
-            "select pg_is_in_recovery()", timeout=3
-        )
-    except ConnectionFailed:
-        return "down"
-    return "standby" if in_recovery else "primary"
+class Connector(Protocol):
+    """Makes the executors of a node. Each is asked for at most once per node per run."""
+
+    def host(self, name: str, node: Node) -> HostExecutor: ...
+
+    def sql(self, name: str, node: Node) -> SqlSession: ...
+
+    def http(self, name: str, node: Node) -> HttpSession: ...
 
 
-def discover_roles(env: Environment, roles: list[str]) -> RoleMap:
-    """Map the playbook's roles to nodes by asking the servers who is primary now.
+class LiveConnector:
+    """The real executors: local process or SSH, psycopg, httpx."""
 
-    Nodes without a database, and database nodes outside the primary/standby pair, keep their
-    configured role. Among the pair's nodes the one that accepts writes is ``primary``; those
-    in recovery are ``standby``. A node that is down takes the one database role that no live
-    node claims, if there is exactly one.
-    """
-    problem = required_roles_problem(env, roles)
-    if problem:
-        raise InputError(problem)
-    observed = {name: observe_postgres_role(name, node) for name, node in env.nodes.items()}
-    mapping: dict[str, str] = {}
-    notes: list[str] = []
-    # Only the replicated pair (nodes given role primary or standby) trade roles; any other
-    # database node (a migration's source or target, ...) keeps the role it was given.
-    pair = {n for n, node in env.nodes.items() if node.role in ("primary", "standby")}
-    primaries = [n for n, seen in observed.items() if seen == "primary" and n in pair]
-    standbys = [n for n, seen in observed.items() if seen == "standby" and n in pair]
-    downs = [n for n, seen in observed.items() if seen == "down" and n in pair]
-    if len(primaries) > 1:
-        raise RefusedError(
-            f"nodes {', '.join(primaries)} all accept writes: split brain; refusing to act "
-            "until one of them is fenced"
-        )
-    for name, node in env.nodes.items():
-        if (observed[name] == "n/a" or name not in pair) and node.role in roles:
-            mapping.setdefault(node.role, name)
-    if primaries and "primary" in roles:
-        mapping["primary"] = primaries[0]
-    if standbys and "standby" in roles:
-        mapping["standby"] = standbys[0]
-    unfilled = [r for r in ("primary", "standby") if r in roles and r not in mapping]
-    if len(unfilled) == 1 and len(downs) == 1:
-        mapping[unfilled[0]] = downs[0]
-        notes.append(f"{downs[0]} is down; it takes role {unfilled[0]}, the only one unclaimed")
-    missing = [r for r in roles if r not in mapping]
-    if missing:
-        seen = ", ".join(f"{n}: {s}" for n, s in observed.items())
-        raise RefusedError(f"cannot tell which node is {', '.join(missing)} ({seen})")
-    return RoleMap(mapping, observed, notes)
+    def host(self, name: str, node: Node) -> HostExecutor:
+        if node.executor == "ssh":
+            from drills.executors.ssh import SshExecutor
+
+            assert node.ssh is not None  # the environment model makes sure
+            return SshExecutor(name, node.host, node.ssh)
+        from drills.executors.local import LocalExecutor
+
+        return LocalExecutor(host=name)
+
+    def sql(self, name: str, node: Node) -> SqlSession:
+        from drills.executors.postgres import SqlExecutor
+
+        return SqlExecutor.for_node(name, node, keep_open=True)
+
+    def http(self, name: str, node: Node) -> HttpSession:
+        from drills.executors.http import HttpExecutor
+
+        assert node.http is not None
+        return HttpExecutor(node.http.base_url, host=name, timeout=node.http.timeout)
 
 
 class Targets:
     """The Probe of ``verify`` and the executors of actions, addressed by role."""
 
-    def __init__(self, env: Environment, roles: dict[str, str]) -> None:
+    def __init__(
+        self, env: Environment, roles: dict[str, str], connector: Connector | None = None
+    ) -> None:
         self.env = env
         self.roles = roles
-        self._sql: dict[str, SqlExecutor] = {}
-        self._http: dict[str, HttpExecutor] = {}
+        self.connector: Connector = connector or LiveConnector()
+        self._hosts: dict[str, HostExecutor] = {}
+        self._sql: dict[str, SqlSession] = {}
+        self._http: dict[str, HttpSession] = {}
+
+    def view(self, roles: dict[str, str]) -> Targets:
+        """The same executors addressed by other roles (e.g. every node by its own name)."""
+        other = Targets(self.env, roles, self.connector)
+        other._hosts, other._sql, other._http = self._hosts, self._sql, self._http
+        return other
 
     def node(self, role: str) -> tuple[str, Node]:
         try:
@@ -111,44 +111,58 @@ class Targets:
             raise InputError(f"node {name} (role {role}) has no postgres section", host=name)
         return name, node, node.postgres
 
-    def sql(self, role: str) -> SqlExecutor:
-        name, node = self.node(role)
+    def host_of(self, name: str) -> HostExecutor:
+        """The host executor of a node, by node name (one per node per run)."""
+        if name not in self._hosts:
+            self._hosts[name] = self.connector.host(name, self.env.nodes[name])
+        return self._hosts[name]
+
+    def host(self, role: str) -> HostExecutor:
+        return self.host_of(self.node(role)[0])
+
+    def sql_of(self, name: str) -> SqlSession:
         if name not in self._sql:
-            self._sql[name] = SqlExecutor.for_node(name, node, keep_open=True)
+            node = self.env.nodes[name]
+            if node.postgres is None:
+                raise InputError(f"node {name} has no database section", host=name)
+            self._sql[name] = self.connector.sql(name, node)
         return self._sql[name]
 
-    def host(self, role: str) -> LocalExecutor:
-        name, node = self.node(role)
-        if node.executor != "local":
-            raise InputError(
-                f"node {name}: executor {node.executor!r} is not available yet", host=name
-            )
-        return LocalExecutor(host=name)
+    def sql(self, role: str) -> SqlSession:
+        return self.sql_of(self.node(role)[0])
+
+    def os_user(self, role: str) -> str | None:
+        """The OS user that owns the role's database files (commands on them run as it)."""
+        _, node = self.node(role)
+        return node.postgres.os_user if node.postgres else None
 
     def run(self, role: str, argv: list[str], *, timeout: float = 30.0) -> CommandResult:
-        _, node = self.node(role)
-        user = node.postgres.os_user if node.postgres else None
-        return self.host(role).run(argv, user=user, timeout=timeout)
+        """A command on the role's host, as the owner of its database."""
+        return self.host(role).run(argv, user=self.os_user(role), timeout=timeout)
 
     def read_file(self, role: str, path: str) -> str | None:
-        _, node = self.node(role)
-        user = node.postgres.os_user if node.postgres else None
-        return self.host(role).read_file(path, user=user)
+        return self.host(role).read_file(path, user=self.os_user(role))
 
-    def http(self, role: str) -> HttpExecutor:
+    def describe(self, role: str, argv: list[str], *, user: str | None = None) -> str:
+        """What ``run`` would execute on the role's host, as that host's user (for plan)."""
+        name, _ = self.node(role)
+        return f"on {name}: " + self.host(role).describe(argv, user or self.os_user(role))
+
+    def http(self, role: str) -> HttpSession:
         name, node = self.node(role)
         if node.http is None:
             raise InputError(f"node {name} (role {role}) has no http section", host=name)
         if name not in self._http:
-            self._http[name] = HttpExecutor(
-                node.http.base_url, host=name, timeout=node.http.timeout
-            )
+            self._http[name] = self.connector.http(name, node)
         return self._http[name]
 
     def close(self) -> None:
-        for executor in self._sql.values():
-            executor.close()
+        for session in self._sql.values():
+            session.close()
         self._sql.clear()
         for client in self._http.values():
             client.close()
         self._http.clear()
+        for host in self._hosts.values():
+            host.close()
+        self._hosts.clear()

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
-from drills.engine.actions import ACTIONS
-from drills.engine.loader import Loc, YamlDocument
+from drills.engine.catalogue import Catalogue, default_catalogue
+from drills.engine.documents import Loc, YamlDocument
 from drills.model.errors import Problem
 from drills.model.playbook import Check, Playbook, Step
-from verify.registry import CHECKS
 
 RUN_MILESTONES = {"run_started"}
 
@@ -38,12 +37,17 @@ def _params_problems(
 
 
 def _check_problems(
-    doc: YamlDocument, loc: Loc, check: Check, playbook: Playbook, default_target: str | None
+    doc: YamlDocument,
+    loc: Loc,
+    check: Check,
+    playbook: Playbook,
+    default_target: str | None,
+    catalogue: Catalogue,
 ) -> list[Problem]:
     problems = []
-    spec = CHECKS.get(check.check)
+    spec = catalogue.checks.get(check.check)
     if spec is None:
-        known = ", ".join(sorted(CHECKS))
+        known = ", ".join(sorted(catalogue.checks))
         problems.append(
             doc.problem((*loc, "check"), f"unknown check {check.check!r} (known: {known})")
         )
@@ -65,11 +69,13 @@ def _role_message(role: str, playbook: Playbook) -> str:
     return f"role {role!r} is not among the playbook's roles ({', '.join(playbook.roles)})"
 
 
-def _step_problems(doc: YamlDocument, loc: Loc, step: Step, playbook: Playbook) -> list[Problem]:
+def _step_problems(
+    doc: YamlDocument, loc: Loc, step: Step, playbook: Playbook, catalogue: Catalogue
+) -> list[Problem]:
     problems = []
-    spec = ACTIONS.get(step.action)
+    spec = catalogue.actions.get(step.action)
     if spec is None:
-        known = ", ".join(sorted(ACTIONS))
+        known = ", ".join(sorted(catalogue.actions))
         problems.append(
             doc.problem((*loc, "action"), f"unknown action {step.action!r} (known: {known})")
         )
@@ -81,13 +87,18 @@ def _step_problems(doc: YamlDocument, loc: Loc, step: Step, playbook: Playbook) 
     if step.target not in playbook.roles:
         problems.append(doc.problem((*loc, "target"), _role_message(step.target, playbook)))
     for index, check in enumerate(step.verify):
-        problems += _check_problems(doc, (*loc, "verify", index), check, playbook, step.target)
+        problems += _check_problems(
+            doc, (*loc, "verify", index), check, playbook, step.target, catalogue
+        )
     if step.verify and step.within <= 0:
         problems.append(doc.problem((*loc, "within"), "checks need a deadline above 0s"))
     return problems
 
 
-def playbook_problems(playbook: Playbook, doc: YamlDocument) -> list[Problem]:
+def playbook_problems(
+    playbook: Playbook, doc: YamlDocument, catalogue: Catalogue | None = None
+) -> list[Problem]:
+    catalogue = catalogue or default_catalogue()
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for section in ("steps", "rollback"):
@@ -96,7 +107,7 @@ def playbook_problems(playbook: Playbook, doc: YamlDocument) -> list[Problem]:
             if step.id in seen:
                 problems.append(doc.problem((*loc, "id"), f"step id {step.id!r} is used twice"))
             seen[step.id] = index
-            problems += _step_problems(doc, loc, step, playbook)
+            problems += _step_problems(doc, loc, step, playbook, catalogue)
             if section == "steps" and step.undoes:
                 problems.append(doc.problem((*loc, "undoes"), "`undoes` belongs on rollback steps"))
             if (
@@ -108,7 +119,9 @@ def playbook_problems(playbook: Playbook, doc: YamlDocument) -> list[Problem]:
                     doc.problem((*loc, "undoes"), f"undoes {step.undoes!r}, which is no step")
                 )
     for index, check in enumerate(playbook.preconditions):
-        problems += _check_problems(doc, ("preconditions", index), check, playbook, None)
+        problems += _check_problems(
+            doc, ("preconditions", index), check, playbook, None, catalogue
+        )
     marked = {s.milestone for s in playbook.steps if s.milestone} | RUN_MILESTONES
     for name, objective in playbook.objectives.items():
         for end in (objective.from_, objective.to):

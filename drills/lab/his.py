@@ -11,7 +11,8 @@ Its database connection follows the primary: libpq multi-host with
 ``target_session_attrs=read-write``, as a real application should be configured. It is run as
 its own process (``python -m drills.lab.his``) by ``drctl lab up`` and stopped by ``drctl lab down``.
 The standard library's threading HTTP server is enough for a lab stand-in and adds no
-dependency; it only ever listens on 127.0.0.1.
+dependency; it only ever listens on a loopback address (127.0.0.1, or 127.0.0.4 in the
+two-site lab).
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ SCHEMA = (
 )
 INSERT = (
     "insert into his.registration (patient_name, department) values (%s, %s)"
-    " returning id, patient_name, department, created_at::text, inet_server_port()"
+    " returning id, patient_name, department, created_at::text, inet_server_port(),"
+    " host(inet_server_addr())"
 )
 SELECT = (
-    "select id, patient_name, department, created_at::text, inet_server_port()"
-    " from his.registration where id = %s"
+    "select id, patient_name, department, created_at::text, inet_server_port(),"
+    " host(inet_server_addr()) from his.registration where id = %s"
 )
-FIELDS = ("id", "patient_name", "department", "created_at", "served_by_port")
+# The server that answered, host and port together: two sites may both listen on 5432.
+FIELDS = ("id", "patient_name", "department", "created_at", "served_by_port", "served_by_host")
 
 
 class Database:
@@ -139,7 +142,7 @@ def make_handler(db: Database) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(port: int, dsn: str) -> None:
+def serve(port: int, dsn: str, host: str = "127.0.0.1") -> None:
     db = Database(dsn)
     deadline = time.monotonic() + 30
     while True:  # the schema goes on the primary; wait for one that takes writes
@@ -150,9 +153,9 @@ def serve(port: int, dsn: str) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(db))
+    server = ThreadingHTTPServer((host, port), make_handler(db))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"his stand-in listening on 127.0.0.1:{port}", flush=True)
+    print(f"his stand-in listening on {host}:{port}", flush=True)
     server.serve_forever(poll_interval=0.2)
     server.server_close()
 
@@ -160,9 +163,12 @@ def serve(port: int, dsn: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The lab's HIS stand-in web service.")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--dsn", required=True, help="libpq DSN that follows the primary")
     args = parser.parse_args(argv)
-    serve(args.port, args.dsn)
+    if not args.host.startswith("127."):
+        parser.error("the stand-in listens on a loopback address (127.0.0.0/8) only")
+    serve(args.port, args.dsn, args.host)
 
 
 # -- running it as the lab's process -----------------------------------------------------------
@@ -173,33 +179,39 @@ class StandIn:
     pid: int
     port: int
     log_file: Path
+    host: str = "127.0.0.1"
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def start(state_file: Path, log_file: Path, dsn: str, port: int | None = None) -> StandIn:
+def start(
+    state_file: Path, log_file: Path, dsn: str, port: int | None = None, host: str = "127.0.0.1"
+) -> StandIn:
     """Start the stand-in in the background and wait until it answers /health."""
     import httpx
 
-    port = port or free_port()
+    port = port or free_port(host)
     with log_file.open("ab") as log:
+        argv = [sys.executable, "-m", "drills.lab.his", "--port", str(port), "--host", host]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "drills.lab.his", "--port", str(port), "--dsn", dsn],
+            [*argv, "--dsn", dsn],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    standin = StandIn(proc.pid, port, log_file)
-    state_file.write_text(json.dumps({"pid": proc.pid, "port": port, "log": str(log_file)}))
+    standin = StandIn(proc.pid, port, log_file, host)
+    state_file.write_text(
+        json.dumps({"pid": proc.pid, "port": port, "log": str(log_file), "host": host})
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -215,20 +227,21 @@ def start(state_file: Path, log_file: Path, dsn: str, port: int | None = None) -
         time.sleep(0.1)
     stop(state_file)
     tail = log_file.read_text(errors="replace")[-1500:] if log_file.exists() else ""
-    raise RuntimeError(f"the HIS stand-in did not answer on 127.0.0.1:{port}\n{tail}")
+    raise RuntimeError(f"the HIS stand-in did not answer on {host}:{port}\n{tail}")
 
 
 def running(state_file: Path) -> StandIn | None:
     try:
         data = json.loads(state_file.read_text())
         pid, port, log = int(data["pid"]), int(data["port"]), Path(data["log"])
+        host = str(data.get("host") or "127.0.0.1")
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return StandIn(pid, port, log) if b"drills.lab.his" in cmdline else None
+    return StandIn(pid, port, log, host) if b"drills.lab.his" in cmdline else None
 
 
 def stop(state_file: Path) -> int | None:

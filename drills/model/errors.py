@@ -9,7 +9,10 @@
     └── ExecutorError               an executor failed to reach or run something
         ├── CommandFailed           a command ran and exited non-zero
         ├── CommandTimeout          a command or query ran past its deadline
-        └── ConnectionFailed        a host or database could not be reached
+        ├── ConnectionFailed        a host or database could not be reached
+        │   ├── HostKeyRejected     an SSH host key is unknown or changed (never auto-accepted)
+        │   └── AuthenticationFailed  the host refused our user or key
+        └── BecomeFailed            sudo/su would not run the command as the other user
 
 Library errors (subprocess, psycopg, paramiko, httpx) are translated into this tree in exactly
 one place per executor module; nothing above the executors sees a library exception.
@@ -98,3 +101,15 @@ class CommandTimeout(ExecutorError):
 
 class ConnectionFailed(ExecutorError):
     pass
+
+
+class HostKeyRejected(ConnectionFailed):
+    """The host offered a key that known_hosts does not hold, or one that differs from it."""
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """The host refused our login (user not allowed, key not authorized, encrypted key)."""
+
+
+class BecomeFailed(ExecutorError):
+    """``become`` (sudo -n / su) refused to run the command as the other user."""

@@ -4,8 +4,8 @@ A playbook names the roles it needs, its objectives, the preconditions that gate
 steps (each an action on a role, with checks that must hold within a deadline, a failure policy and
 an optional milestone), and the rollback steps that undo them.
 
-These models only describe; they do no I/O. ``drills.engine.validation`` checks what the models cannot
-see alone (action and check names and their parameters, step references, milestones).
+These models only describe; they do no I/O. ``drills.engine.validation`` checks what the
+models cannot see alone (action and check names and their parameters, step references, milestones).
 """
 
 from __future__ import annotations

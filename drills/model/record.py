@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drills.model.check import CheckResult
 from drills.model.playbook import Objective
-from verify.result import CheckResult
 
 RECORD_SCHEMA = "drctl.record/1"
 RunStatus = Literal["passed", "failed", "aborted", "interrupted", "running"]

@@ -15,10 +15,11 @@ ends refuse UPDATE and DELETE on the chain and evidence tables. Triggers can be 
 owns the database; the hash chain and the signatures are what make a change *visible*
 (``drctl records verify``).
 
-A run that died has only its journal; reading it builds the record marked ``interrupted`` and
-seals it, once the run is known to be dead. A record that cannot be sealed because the store is
-unreachable (a PostgreSQL store in the site that failed) stays in its journal and is sealed the
-next time the store is read.
+A run that died has only its journal; reading it builds the record marked ``interrupted``
+without writing anything. Sealing it is an explicit step (``seal``: ``drctl records seal``, and
+``drctl unlock`` once someone has looked at the environment). A record that cannot be sealed
+because the store is unreachable (a PostgreSQL store in the site that failed) stays in its
+journal until ``drctl records seal --pending``.
 """
 
 from __future__ import annotations
@@ -643,6 +644,9 @@ class RecordStore:
         raise InputError(f"no record {run_id!r} in {self.location}{hint}")
 
     def load(self, run_id: str) -> Record:
+        """A drill record: as sealed, or built from its journal when it is not sealed yet.
+        Reading never writes: sealing an interrupted run is ``seal`` (``drctl records seal``,
+        ``drctl unlock``)."""
         try:
             run_id = self.resolve(run_id)
             entry = self.backend.get(run_id)
@@ -655,26 +659,48 @@ class RecordStore:
             if entry.kind != "drill":
                 raise InputError(f"{run_id} is an {entry.kind}, not a drill record")
             return Record.model_validate_json(self._checked(entry).body or b"")
+        return self._from_journal(run_id)
+
+    def _from_journal(self, run_id: str) -> Record:
         events = read_journal(self.journal_path(run_id))
         if not events:
             raise InputError(f"record {run_id}: its journal is empty")
         environment = events[0]["environment"]["name"]
         holder = holder_if_alive(self.locks_dir, environment)
         alive = holder is not None and holder.run_id == run_id
-        record = build_record(events, alive=alive)
-        if not alive:
-            self.write(record)
+        return build_record(events, alive=alive)
+
+    def seal(self, run_id: str) -> Record:
+        """Seal a finished run that is only in its journal (a run that died: ``interrupted``).
+        The one place a record is sealed after its run; refuses a run that is still going."""
+        run_id = self.resolve(run_id)
+        if self.backend.get(run_id) is not None:
+            return self.load(run_id)
+        record = self._from_journal(run_id)
+        if record.status == "running":
+            raise RefusedError(f"run {run_id} is still going: it seals its own record")
+        self._write(record)
         return record
 
+    def unsealed(self) -> list[str]:
+        """Runs that have a journal and no sealed record (read only)."""
+        sealed = set(self.backend.ids("drill"))
+        pending = {p.name.split(".")[0] for p in self.dir.glob("*.journal.jsonl")}
+        return sorted(pending - sealed)
+
     def sealed(self, run_id: str) -> Sealed:
-        """A drill record as sealed, with its annotations (sealing it first if it is finished)."""
+        """A drill record as sealed, with its annotations."""
         run_id = self.resolve(run_id)
         record = self.load(run_id)
         entry = self.backend.get(run_id)
         if entry is None:
             raise InputError(
                 f"record {run_id} is not sealed ({record.status}): "
-                + ("the run is still going" if record.status == "running" else "see the log")
+                + (
+                    "the run is still going"
+                    if record.status == "running"
+                    else f"`drctl records seal {run_id}` seals it"
+                )
             )
         annotations = [
             (e, Annotation.model_validate_json(self._checked(e).body or b""))
@@ -692,14 +718,18 @@ class RecordStore:
         names.update(self.backend.ids("drill"))
         return sorted(names, reverse=True)
 
-    def seal_pending(self) -> list[str]:
-        """Seal every finished run that has a journal but no sealed record yet."""
-        sealed = set(self.backend.ids("drill"))
-        pending = [p.name.split(".")[0] for p in self.dir.glob("*.journal.jsonl")]
+    def seal_pending(self, environment: str | None = None) -> list[str]:
+        """Seal every finished run (of ``environment``, if given) that has a journal but no
+        sealed record yet. Returns the ids sealed."""
         done = []
-        for run_id in sorted(set(pending) - sealed):
-            if self.load(run_id).status != "running":
-                done.append(run_id)
+        for run_id in self.unsealed():
+            record = self._from_journal(run_id)
+            if record.status == "running":
+                continue
+            if environment is not None and record.environment.get("name") != environment:
+                continue
+            self._write(record)
+            done.append(run_id)
         return done
 
     def list(self) -> list[Record]:

@@ -1,41 +1,25 @@
-"""The catalogue of actions a playbook step may name.
+"""The PostgreSQL engine's server actions: stop, start, crash, promote, rejoin, SQL.
 
-Each action has typed parameters, a ``describe`` that says what it would run (for ``drctl plan``)
-and a ``run`` that does it through the executors of ``Targets``. Actions do not judge success
-beyond their own command: the step's checks do that.
+Every command runs on the node's host through its executor (local or SSH), as the owner of the
+database files; ``describe`` says what would run there, as that host's user, for ``drctl plan``.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from drills.engine.human import human_actions
+from drills.engine.catalogue import ActionResult, ActionSpec, Params
 from drills.engine.targets import Targets
-from drills.engines.postgres.backup import backup_actions
-from drills.engines.postgres.migrate import migration_actions
-from drills.executors.local import describe as describe_argv
 from drills.executors.postgres import node_dsn, redact
-from drills.model.durations import Duration
 from drills.model.environment import Node, PostgresAccess, read_password
 from drills.model.errors import CommandFailed, DrillError
 from verify.postgres import postmaster_state
 
-
-@dataclass(frozen=True)
-class ActionResult:
-    output: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+ENGINE = "postgres"
 
 
 class StopParams(Params):
@@ -51,34 +35,13 @@ class RejoinParams(Params):
     source: str = Field(description="Role of the node to follow (the new primary).")
 
 
-class ShellParams(Params):
-    command: list[str] | str = Field(
-        description="The command: a list of arguments, or a string "
-        "split like a shell would (no shell runs it)."
-    )
-    as_user: str | None = None
-
-
 class SqlParams(Params):
     statement: str
 
 
-class WaitParams(Params):
-    seconds: Duration
 
-
-RunFn = Callable[[Targets, str, Any, float], ActionResult]
-DescribeFn = Callable[[Targets, str, Any], list[str]]
-
-
-@dataclass(frozen=True)
-class ActionSpec:
-    name: str
-    params: type[BaseModel]
-    run: RunFn
-    describe: DescribeFn
-    changes: bool
-    description: str
+def _describe(targets: Targets, role: str, argv: list[str]) -> str:
+    return targets.describe(role, argv)
 
 
 def _pg(targets: Targets, role: str) -> tuple[str, Node, PostgresAccess]:
@@ -110,7 +73,7 @@ def stop_run(targets: Targets, role: str, params: StopParams, timeout: float) ->
 
 def stop_describe(targets: Targets, role: str, params: StopParams) -> list[str]:
     _, _, pg = _pg(targets, role)
-    return [describe_argv(_argv_stop(pg, params, 60), pg.os_user)]
+    return [_describe(targets, role, _argv_stop(pg, params, 60))]
 
 
 # -- pg.start --------------------------------------------------------------------------------
@@ -123,28 +86,35 @@ def start_run(targets: Targets, role: str, params: Params, timeout: float) -> Ac
 
 def start_describe(targets: Targets, role: str, params: Params) -> list[str]:
     _, _, pg = _pg(targets, role)
-    return [describe_argv(_argv_start(pg, 60), pg.os_user)]
+    return [_describe(targets, role, _argv_start(pg, 60))]
 
 
 # -- pg.kill (crash injection) ---------------------------------------------------------------
 
 
-def _postmaster_pid(targets: Targets, role: str) -> int:
-    _, _, pg = _pg(targets, role)
-    out = targets.run(role, ["head", "-n", "1", f"{pg.data_dir}/postmaster.pid"], timeout=10)
-    return int(out.stdout.strip())
-
-
 def kill_run(targets: Targets, role: str, params: Params, timeout: float) -> ActionResult:
-    name, _, _ = _pg(targets, role)
-    pid = _postmaster_pid(targets, role)
-    targets.run(role, ["kill", "-KILL", str(pid)], timeout=10)
-    return ActionResult(f"sent SIGKILL to the postmaster of {name} (pid {pid})", {"pid": pid})
+    name, _, pg = _pg(targets, role)
+    host = targets.host(role)
+    instance = host.instance_processes(pg.data_dir, user=pg.os_user)
+    if instance.state != "running" or instance.postmaster is None:
+        raise CommandFailed(
+            f"no postmaster runs in {pg.data_dir} ({instance.state}): nothing to crash",
+            returncode=1,
+            host=name,
+        )
+    pid = instance.postmaster.pid
+    host.signal([pid], "KILL", user=pg.os_user)
+    return ActionResult(
+        f"sent SIGKILL to the postmaster of {name} (pid {pid}) on {host.address}",
+        {"pid": pid, "host": name, "address": host.address},
+    )
 
 
 def kill_describe(targets: Targets, role: str, params: Params) -> list[str]:
     _, _, pg = _pg(targets, role)
-    return [f"kill -KILL $(head -n 1 {pg.data_dir}/postmaster.pid)"]
+    return [
+        _describe(targets, role, ["kill", "-KILL", f"$(head -n 1 {pg.data_dir}/postmaster.pid)"])
+    ]
 
 
 # -- pg.promote ------------------------------------------------------------------------------
@@ -238,14 +208,10 @@ def rejoin_run(targets: Targets, role: str, params: RejoinParams, timeout: float
             time.sleep(0.2)
     log.append(rewind.output.splitlines()[-1] if rewind.output else "pg_rewind done")
     auto_conf = f"{pg.data_dir}/postgresql.auto.conf"
-    existing = targets.run(role, ["cat", auto_conf], timeout=10).stdout
-    targets.host(role).run(
-        ["sh", "-c", 'cat > "$1"', "sh", auto_conf],
-        user=pg.os_user,
-        timeout=10,
-        input=standby_config(existing, node.port, conninfo),
-    )
-    targets.run(role, ["touch", f"{pg.data_dir}/standby.signal"], timeout=10)
+    host = targets.host(role)
+    existing = host.read_file(auto_conf, user=pg.os_user) or ""
+    host.write_file(auto_conf, standby_config(existing, node.port, conninfo), user=pg.os_user)
+    host.write_file(f"{pg.data_dir}/standby.signal", "", user=pg.os_user)
     # No waiting in pg_ctl (it checks every 100 ms): the step's checks poll for the standby.
     targets.run(role, _argv_start(pg, 0, wait=False), timeout=30)
     log.append(f"started {name} as a standby of {targets.node(params.source)[0]}")
@@ -257,30 +223,13 @@ def rejoin_describe(targets: Targets, role: str, params: RejoinParams) -> list[s
     source_name, _ = targets.node(params.source)
     conninfo = _source_conninfo(targets, params.source, pg.application_name or name)
     return [
-        f"if {name} runs: " + describe_argv(_argv_stop(pg, StopParams(), 30), pg.os_user),
+        f"if {name} runs: " + _describe(targets, role, _argv_stop(pg, StopParams(), 30)),
         f"SQL on {source_name}: checkpoint",
-        describe_argv(_rewind_argv(pg, conninfo), pg.os_user),
+        _describe(targets, role, _rewind_argv(pg, conninfo)),
         f"write {pg.data_dir}/postgresql.auto.conf: port = {node.port}, "
         f"primary_conninfo = '{conninfo}'; touch {pg.data_dir}/standby.signal",
-        describe_argv(_argv_start(pg, 0, wait=False), pg.os_user),
+        _describe(targets, role, _argv_start(pg, 0, wait=False)),
     ]
-
-
-# -- generic actions -------------------------------------------------------------------------
-
-
-def _shell_argv(params: ShellParams) -> list[str]:
-    return shlex.split(params.command) if isinstance(params.command, str) else params.command
-
-
-def shell_run(targets: Targets, role: str, params: ShellParams, timeout: float) -> ActionResult:
-    result = targets.host(role).run(_shell_argv(params), user=params.as_user, timeout=timeout)
-    return ActionResult(result.output)
-
-
-def shell_describe(targets: Targets, role: str, params: ShellParams) -> list[str]:
-    name, _ = targets.node(role)
-    return [f"on {name}: {describe_argv(_shell_argv(params), params.as_user)}"]
 
 
 def sql_run(targets: Targets, role: str, params: SqlParams, timeout: float) -> ActionResult:
@@ -293,26 +242,9 @@ def sql_describe(targets: Targets, role: str, params: SqlParams) -> list[str]:
     return [f"SQL on {name}: {params.statement}"]
 
 
-def wait_run(targets: Targets, role: str, params: WaitParams, timeout: float) -> ActionResult:
-    time.sleep(min(params.seconds, timeout))
-    return ActionResult(f"waited {params.seconds:g}s")
 
-
-def wait_describe(targets: Targets, role: str, params: WaitParams) -> list[str]:
-    return [f"wait {params.seconds:g}s"]
-
-
-def observe_run(targets: Targets, role: str, params: Params, timeout: float) -> ActionResult:
-    return ActionResult()
-
-
-def observe_describe(targets: Targets, role: str, params: Params) -> list[str]:
-    return ["(no action: the step's checks are the point)"]
-
-
-ACTIONS: dict[str, ActionSpec] = {
-    spec.name: spec
-    for spec in [
+def postgres_actions() -> list[ActionSpec]:
+    return [
         ActionSpec(
             "pg.stop",
             StopParams,
@@ -320,9 +252,16 @@ ACTIONS: dict[str, ActionSpec] = {
             stop_describe,
             True,
             "Stop the server with pg_ctl (mode fast by default).",
+            ENGINE,
         ),
         ActionSpec(
-            "pg.start", Params, start_run, start_describe, True, "Start the server with pg_ctl."
+            "pg.start",
+            Params,
+            start_run,
+            start_describe,
+            True,
+            "Start the server with pg_ctl.",
+            ENGINE,
         ),
         ActionSpec(
             "pg.kill",
@@ -331,6 +270,7 @@ ACTIONS: dict[str, ActionSpec] = {
             kill_describe,
             True,
             "Crash the server: SIGKILL to its postmaster (drill crash injection).",
+            ENGINE,
         ),
         ActionSpec(
             "pg.promote",
@@ -339,6 +279,7 @@ ACTIONS: dict[str, ActionSpec] = {
             promote_describe,
             True,
             "Promote a standby: pg_promote(wait => false); checks poll for the result.",
+            ENGINE,
         ),
         ActionSpec(
             "pg.rejoin_as_standby",
@@ -347,14 +288,7 @@ ACTIONS: dict[str, ActionSpec] = {
             rejoin_describe,
             True,
             "Stop if running, pg_rewind from the source, configure and start as its standby.",
-        ),
-        ActionSpec(
-            "shell",
-            ShellParams,
-            shell_run,
-            shell_describe,
-            True,
-            "Run a command on the role's host.",
+            ENGINE,
         ),
         ActionSpec(
             "sql",
@@ -363,18 +297,6 @@ ACTIONS: dict[str, ActionSpec] = {
             sql_describe,
             True,
             "Run one SQL statement on the role's database.",
+            ENGINE,
         ),
-        ActionSpec("wait", WaitParams, wait_run, wait_describe, False, "Wait a while."),
-        ActionSpec(
-            "observe",
-            Params,
-            observe_run,
-            observe_describe,
-            False,
-            "Do nothing; the step exists for its checks (a gate such as fencing).",
-        ),
-        *backup_actions(),
-        *migration_actions(),
-        *human_actions(),
     ]
-}

@@ -1,0 +1,213 @@
+"""The catalogues of actions and checks a playbook may name, and how engines register into them.
+
+The engine knows no database. Each engine (``drills.engines.postgres``, and any installed package
+that declares a ``drctl.engines`` entry point) has a ``register(catalogue)`` function that adds its
+actions, its checks and its role observer; ``drills.engine.core`` registers what every engine
+shares (commands, waits, HTTP checks, human steps). Adding an engine therefore edits no existing
+catalogue.
+
+    catalogue = default_catalogue()      # built once per process, engines loaded
+    catalogue.actions["pg.promote"]      # ActionSpec
+    catalogue.checks["pg.is_primary"]    # CheckSpec
+    catalogue.role_observers["postgres"] # how a node of that engine says primary/standby/down
+
+Engines are found by walking the ``drills.engines`` package (the ones shipped) and then the
+``drctl.engines`` entry points (third-party ones), so a stale install cannot hide the shipped
+ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from drills.model.errors import InputError
+
+if TYPE_CHECKING:
+    from drills.engine.targets import Targets
+    from drills.model.clock import Clock
+    from drills.model.environment import Environment, Node
+    from verify.result import Observation, Probe
+
+ENTRY_POINT_GROUP = "drctl.engines"
+
+
+class Params(BaseModel):
+    """The base of every action's parameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    output: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+RunFn = Callable[["Targets", str, Any, float], ActionResult]
+DescribeFn = Callable[["Targets", str, Any], list[str]]
+CheckFn = Callable[["Probe", str, Any], "Observation"]
+
+
+class RoleObserver(Protocol):
+    """What a database node says it is now: 'primary', 'standby' or 'down'."""
+
+    def __call__(self, probe: Probe, role: str) -> str: ...
+
+
+class BackgroundWriter(Protocol):
+    """A thread that writes while the drill runs and logs what was acknowledged."""
+
+    log: Any  # drills.engine.measures.WriterLog
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+
+class Instrumentation(Protocol):
+    """An engine's canary writer and write probe (``measurements`` in a playbook)."""
+
+    def prepare(self, env: Environment, nodes: list[str]) -> None: ...
+
+    def canary(
+        self, env: Environment, nodes: list[str], run_id: str, clock: Clock, interval: float
+    ) -> BackgroundWriter: ...
+
+    def write_probe(
+        self, env: Environment, nodes: list[str], run_id: str, clock: Clock, interval: float
+    ) -> BackgroundWriter: ...
+
+    def surviving(
+        self, env: Environment, nodes: list[str], run_id: str
+    ) -> tuple[set[int], str]: ...
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    params: type[BaseModel]
+    run: RunFn
+    describe: DescribeFn
+    changes: bool
+    description: str
+    engine: str = "core"
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    params: type[BaseModel]
+    fn: CheckFn
+    description: str
+    engine: str = "core"
+
+
+def check_spec(name: str, params: type[BaseModel], fn: CheckFn, engine: str = "core") -> CheckSpec:
+    """A check whose description is the first line of its function's docstring."""
+    doc = (fn.__doc__ or name).strip().splitlines()[0]
+    return CheckSpec(name, params, fn, doc, engine)
+
+
+@dataclass
+class Catalogue:
+    actions: dict[str, ActionSpec] = field(default_factory=dict)
+    checks: dict[str, CheckSpec] = field(default_factory=dict)
+    role_observers: dict[str, RoleObserver] = field(default_factory=dict)
+    instruments: dict[str, Instrumentation] = field(default_factory=dict)
+    engines: list[str] = field(default_factory=list)
+
+    def add_actions(self, *specs: ActionSpec) -> None:
+        for spec in specs:
+            if spec.name in self.actions:
+                raise InputError(f"action {spec.name} is registered twice")
+            self.actions[spec.name] = spec
+
+    def add_checks(self, *specs: CheckSpec) -> None:
+        for spec in specs:
+            if spec.name in self.checks:
+                raise InputError(f"check {spec.name} is registered twice")
+            self.checks[spec.name] = spec
+
+    def observe_roles_with(self, engine: str, observer: RoleObserver) -> None:
+        self.role_observers[engine] = observer
+
+    def measure_with(self, engine: str, instruments: Instrumentation) -> None:
+        self.instruments[engine] = instruments
+
+    def action(self, name: str) -> ActionSpec:
+        try:
+            return self.actions[name]
+        except KeyError:
+            raise InputError(f"unknown action {name!r}") from None
+
+    def check(self, name: str) -> CheckSpec:
+        try:
+            return self.checks[name]
+        except KeyError:
+            raise InputError(f"unknown check {name!r}") from None
+
+
+Register = Callable[[Catalogue], None]
+
+
+def _shipped_engines() -> list[tuple[str, Register]]:
+    import drills.engines
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(drills.engines.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"drills.engines.{info.name}")
+        register = getattr(module, "register", None)
+        if callable(register):
+            found.append((info.name, register))
+    return found
+
+
+def _installed_engines(known: set[str]) -> list[tuple[str, Register]]:
+    found = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name in known:
+            continue
+        found.append((point.name, point.load()))
+    return found
+
+
+def build_catalogue() -> Catalogue:
+    from drills.engine import core
+
+    catalogue = Catalogue()
+    core.register(catalogue)
+    shipped = _shipped_engines()
+    for name, register in [*shipped, *_installed_engines({n for n, _ in shipped})]:
+        register(catalogue)
+        catalogue.engines.append(name)
+    return catalogue
+
+
+_lock = threading.Lock()
+_default: Catalogue | None = None
+
+
+def default_catalogue() -> Catalogue:
+    """The catalogue with every engine registered, built once per process."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = build_catalogue()
+        return _default
+
+
+def node_engine(node: Node) -> str | None:
+    """The database engine of a node, from the section it carries."""
+    if node.postgres is not None:
+        return "postgres"
+    return getattr(node, "engine_name", None)
