@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drills.cli.ops import configured_prefect_api_url, prefect_server_problem
+from drills.cli.common import configured_prefect_api_url, prefect_server_problem
 from tests.helpers import drctl
 
 pytestmark = [pytest.mark.prefect]

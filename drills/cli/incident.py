@@ -69,7 +69,7 @@ def declare_command(
     on the paused flow run in the Prefect UI. Exit codes as `drctl run`."""
     from pydantic import ValidationError
 
-    from drills.cli.app import EXIT, _run_request
+    from drills.cli.common import EXIT, run_request
     from drills.engine.runner import RunRequest
 
     if mode not in ("drill", "real"):
@@ -93,7 +93,7 @@ def declare_command(
         f"{escape(declared_by)} on {escape(env)}: starting {escape(playbook)}; it waits for an "
         "engineer (`drctl ack RUN --by NAME`, or the form in the Prefect UI)"
     )
-    record = _run_request(request, verbose=verbose, quiet=json_out)
+    record = run_request(request, verbose=verbose, quiet=json_out)
     if json_out:
         print(record.to_json())
     raise typer.Exit(EXIT[record.status])
@@ -175,7 +175,7 @@ def _resume_through_api(api: str, flow_run_id: str, engineer: str, note: str) ->
     """Resume the paused flow run with the form; None when done, else what went wrong."""
     from uuid import UUID
 
-    from drills.cli.ops import prefect_server_problem
+    from drills.cli.common import prefect_server_problem
 
     problem = prefect_server_problem(api)
     if problem is not None:

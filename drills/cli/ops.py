@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import tomllib
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from drills.cli.common import configured_prefect_api_url, prefect_server_problem, prepare_prefect
 from drills.model.errors import InputError, Problem, RefusedError
 
 if TYPE_CHECKING:
@@ -336,9 +335,7 @@ def serve_command(
         raise typer.Exit(2 if problems else 0)
     if not plans:
         raise InputError("no usable drill definition to serve")
-    from drills.cli.app import _prepare_prefect
-
-    _prepare_prefect(verbose=True)
+    prepare_prefect(verbose=True)
     url = configured_prefect_api_url()
     if not url:
         raise InputError(
@@ -377,80 +374,3 @@ def notify_test(
         failed += not ok
     if failed:
         raise typer.Exit(1)
-
-
-# -- the Prefect API, or the ephemeral one when it does not answer -----------------------------
-
-
-def configured_prefect_api_url() -> str | None:
-    """PREFECT_API_URL from the environment, else from the active Prefect profile.
-
-    Read without importing Prefect, whose settings are fixed once it is imported."""
-    if "PREFECT_API_URL" in os.environ:
-        return os.environ["PREFECT_API_URL"].strip() or None
-    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
-    path = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return None
-    active = os.environ.get("PREFECT_PROFILE") or data.get("active")
-    profile = data.get("profiles", {}).get(active, {}) if isinstance(active, str) else {}
-    url = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
-    return str(url) if url else None
-
-
-def prefect_server_problem(url: str, timeout: float = 3.0) -> str | None:
-    """None when the Prefect API at ``url`` answers its health check; else what went wrong.
-
-    Any HTTP answer below 500 counts (Prefect Cloud wants a key even for /health)."""
-    import httpx
-
-    try:
-        response = httpx.get(url.rstrip("/") + "/health", timeout=timeout)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if response.status_code >= 500:
-        return f"its health check answered HTTP {response.status_code}"
-    return None
-
-
-_fallback: dict[str, Any] = {}
-
-
-def prefect_api_or_fallback(out: Console, timeout: float = 3.0) -> dict[str, Any]:
-    """Keep the configured Prefect server if it answers; else switch this process to the
-    ephemeral API, say so, and return what the record's ``orchestrator`` must say.
-
-    It must run before Prefect is imported: Prefect reads its settings once."""
-    if _fallback:  # an earlier run of this process fell back already
-        return dict(_fallback)
-    url = configured_prefect_api_url()
-    if not url:
-        return {}
-    problem = prefect_server_problem(url, timeout)
-    if problem is None:
-        return {}
-    fallback = f"server at {url} did not answer: {problem}"
-    if "prefect" in sys.modules:
-        out.print(f"[red]the Prefect {escape(fallback)}; too late to switch in this process[/]")
-        return {}
-    if os.environ.pop("PREFECT_API_URL", None) is None:
-        # It came from a Prefect profile: use an empty one (an empty PREFECT_API_URL would not
-        # do: Prefect takes "" for a server's address).
-        from drills.home import subdir
-
-        profiles = subdir("prefect") / "profiles-ephemeral.toml"
-        profiles.write_text(
-            'active = "ephemeral"\n\n[profiles.ephemeral]\n'
-            'PREFECT_SERVER_ALLOW_EPHEMERAL_MODE = "true"\n',
-            encoding="utf-8",
-        )
-        os.environ["PREFECT_PROFILES_PATH"] = str(profiles)
-        os.environ["PREFECT_PROFILE"] = "ephemeral"
-    out.print(
-        f"[yellow]the Prefect {escape(fallback)}; running on the ephemeral API instead "
-        "(the record says so)[/]"
-    )
-    _fallback.update({"prefect_api": "ephemeral", "prefect_fallback": fallback})
-    return dict(_fallback)

@@ -74,7 +74,8 @@ class InstanceProcesses:
             return "not running"
         if not self.postmaster.alive:
             return "dead, not yet reaped"
-        if "postgres" not in self.postmaster.command and "postmaster" not in self.postmaster.command:
+        command = self.postmaster.command
+        if "postgres" not in command and "postmaster" not in command:
             return "not running"
         return "running"
 
@@ -95,6 +96,17 @@ class DiskUsage:
     @property
     def used_fraction(self) -> float:
         return self.used_bytes / self.total_bytes if self.total_bytes else 0.0
+
+
+@dataclass(frozen=True)
+class HostIdentity:
+    """Who drctl is on a host, and how it knows the host is the one it means."""
+
+    address: str
+    user: str
+    hostname: str
+    host_key_fingerprint: str | None = None  # SSH: the key that matched known_hosts
+    known_hosts: str | None = None
 
 
 @runtime_checkable
@@ -145,6 +157,8 @@ class HostExecutor(Protocol):
 
     def disk_usage(self, path: str, *, user: str | None = None) -> DiskUsage: ...
 
+    def identity(self) -> HostIdentity: ...
+
     def close(self) -> None: ...
 
 
@@ -156,7 +170,10 @@ INSTANCE_SCRIPT = r"""
 d="$1"
 pid=$(head -n 1 "$d/postmaster.pid" 2>/dev/null)
 printf 'pidfile\t%s\n' "$pid"
-case "$pid" in ''|*[!0-9]*) ;; *) [ -r "/proc/$pid/stat" ] && printf 'postmaster\t%s\n' "$(cat /proc/$pid/stat 2>/dev/null)";; esac
+case "$pid" in
+  ''|*[!0-9]*) ;;
+  *) [ -r "/proc/$pid/stat" ] && printf 'postmaster\t%s\n' "$(cat /proc/$pid/stat 2>/dev/null)";;
+esac
 real=$(cd "$d" 2>/dev/null && pwd -P)
 [ -n "$real" ] || exit 0
 for p in /proc/[0-9]*; do
@@ -318,6 +335,14 @@ class PosixHost:
         blocks = self.run(["df", "-P", "-B1", path], user=user, timeout=15).stdout
         inodes = self.run(["df", "-P", "-i", path], user=user, timeout=15, check=False)
         return parse_df(path, blocks, inodes.stdout if inodes.returncode == 0 else None)
+
+    def identity(self) -> HostIdentity:
+        out = self.run(["sh", "-c", "id -un; uname -n"], timeout=15).stdout.split()
+        return HostIdentity(
+            getattr(self, "address", self.host),
+            out[0] if out else "?",
+            out[1] if len(out) > 1 else "?",
+        )
 
     def close(self) -> None:
         return None

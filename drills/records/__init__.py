@@ -1,1 +1,2 @@
-"""records."""
+"""Where runs are kept: the append-only journal, the hash-chained signed record store (SQLite or
+PostgreSQL), the environment locks, signing keys and annotations."""

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from drills.engine.lock import holder_if_alive
+from drills.records.lock import holder_if_alive
 from drills.model.errors import DrillError, InputError, RefusedError
 from drills.model.record import Record, build_record
 from drills.model.redact import redact, redact_data, register

@@ -1,0 +1,868 @@
+"""Commands and files on a node's host over SSH (paramiko), with strict host keys.
+
+One connection per executor, opened on first use and kept: a command is one session channel on
+it (``open_session`` + ``exec_command``), so a round trip costs a few milliseconds. Host keys are
+checked against known_hosts and never accepted or written; jump hosts are chained with
+``direct-tcpip`` channels; ``become`` runs a command as another user through ``sudo -n`` (never
+prompts) or ``su``.
+
+Every command runs inside a small ``sh`` wrapper that
+
+- announces its process group on stderr (``drctl-pgid N``, stripped from the output), so a
+  command past its deadline is killed on the host, not merely abandoned;
+- reads ``NAME=value`` lines from stdin up to an empty line and exports them, so secrets
+  (``PGPASSWORD``) never appear on a command line; the rest of stdin goes to the command;
+- changes to ``cwd`` and ``exec``s the command.
+
+Every paramiko and socket error becomes one of ours in :func:`translate`, from the table
+:data:`ERROR_TABLE`; nothing above this module sees a library exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import paramiko
+import paramiko.auth_strategy
+import paramiko.pkey
+import paramiko.sftp
+import paramiko.ssh_exception
+
+from drills.executors.host import (
+    STREAM_LIMIT,
+    CommandResult,
+    HostIdentity,
+    PosixHost,
+    command_failed,
+    shell_join,
+)
+from drills.model.environment import SshAccess, read_secret_env
+from drills.model.errors import (
+    AuthenticationFailed,
+    BecomeFailed,
+    CommandTimeout,
+    ConnectionFailed,
+    DrillError,
+    ExecutorError,
+    HostKeyRejected,
+    InputError,
+)
+
+__all__ = [
+    "ERROR_TABLE",
+    "PARAMIKO_EXCEPTIONS",
+    "SshExecutor",
+    "host_key_fingerprint",
+    "translate",
+    "wrap_command",
+]
+
+PGID_MARK = b"drctl-pgid "
+KILL_TIMEOUT = 5.0  # seconds for the kill of a timed-out command's process group
+READ_SIZE = 65536
+SYNC_STDIN_LIMIT = 1024 * 1024  # larger stdin is written from a thread (the window may fill)
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# The wrapper, run by ``sh`` on the host. ``g`` prints the process-group field of
+# /proc/$$/stat (the fields after "(comm) " are: state ppid pgrp ...).
+_ANNOUNCE = 'g() { echo "drctl-pgid $3" >&2; }; read -r s </proc/$$/stat; g ${s##*") "}; '
+_READ_ENV = 'while IFS= read -r l && [ -n "$l" ]; do export "$l"; done; '
+
+# -- errors ------------------------------------------------------------------------------------
+
+#: Every exception class paramiko exports, and the OS/socket errors it lets through, mapped to
+#: the class of ours it becomes. :func:`translate` walks an exception's MRO through this table.
+ERROR_TABLE: dict[type[BaseException], type[DrillError]] = {
+    # host keys
+    paramiko.BadHostKeyException: HostKeyRejected,
+    # authentication
+    paramiko.AuthenticationException: AuthenticationFailed,
+    paramiko.BadAuthenticationType: AuthenticationFailed,
+    paramiko.ssh_exception.PartialAuthentication: AuthenticationFailed,
+    paramiko.PasswordRequiredException: AuthenticationFailed,
+    paramiko.ssh_exception.UnableToAuthenticate: AuthenticationFailed,
+    paramiko.auth_strategy.AuthFailure: AuthenticationFailed,
+    # the connection and its channels
+    paramiko.ChannelException: ConnectionFailed,
+    paramiko.ssh_exception.NoValidConnectionsError: ConnectionFailed,
+    paramiko.ssh_exception.IncompatiblePeer: ConnectionFailed,
+    paramiko.ssh_exception.MessageOrderError: ConnectionFailed,
+    paramiko.ProxyCommandFailure: ConnectionFailed,
+    paramiko.SSHException: ConnectionFailed,
+    # configuration and key files
+    paramiko.ssh_exception.ConfigParseError: InputError,
+    paramiko.ssh_exception.CouldNotCanonicalize: InputError,
+    paramiko.pkey.UnknownKeyType: InputError,
+    # file transfer (not used by drctl today; mapped so nothing escapes)
+    paramiko.sftp.SFTPError: ExecutorError,
+    # the OS and the socket
+    TimeoutError: ConnectionFailed,  # socket.timeout is TimeoutError
+    ConnectionRefusedError: ConnectionFailed,
+    ConnectionResetError: ConnectionFailed,
+    ConnectionAbortedError: ConnectionFailed,
+    BrokenPipeError: ConnectionFailed,
+    socket.gaierror: ConnectionFailed,
+    socket.herror: ConnectionFailed,
+    EOFError: ConnectionFailed,
+    OSError: ConnectionFailed,  # no route to host, host down, network unreachable, ...
+}
+
+
+def _paramiko_exceptions() -> tuple[type[BaseException], ...]:
+    """Every public exception class of ``paramiko`` and ``paramiko.ssh_exception``."""
+    found: dict[str, type[BaseException]] = {}
+    for module in (paramiko, paramiko.ssh_exception):
+        for name in dir(module):
+            value = getattr(module, name)
+            if name.startswith("_") or not isinstance(value, type):
+                continue
+            if issubclass(value, BaseException) and value.__module__.startswith("paramiko"):
+                found[f"{value.__module__}.{value.__qualname__}"] = value
+    return tuple(found[key] for key in sorted(found))
+
+
+#: What a test enumerates: every public exception class paramiko defines.
+PARAMIKO_EXCEPTIONS: tuple[type[BaseException], ...] = _paramiko_exceptions()
+
+
+def host_key_fingerprint(key: paramiko.PKey) -> str:
+    """``SHA256:...``, as ``ssh-keygen -l`` and OpenSSH's own prompts show it."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+def _error_class(exc: BaseException) -> type[DrillError] | None:
+    for klass in type(exc).__mro__:
+        if klass in ERROR_TABLE:
+            return ERROR_TABLE[klass]
+    return None
+
+
+def translate(
+    exc: BaseException,
+    *,
+    node: str,
+    address: str,
+    doing: str,
+    known_hosts: str | None = None,
+    local_file: str | None = None,
+) -> DrillError:
+    """The error of ours that ``exc`` (raised by paramiko or the socket) becomes.
+
+    ``doing`` says what drctl was doing, ending in a preposition ("logging in as drctl to",
+    "opening a session for pg_ctl status on");
+    ``address`` is host:port; ``local_file`` names a file of ours being read (a key file, a
+    known_hosts file): its problems are configuration problems (InputError).
+    """
+    if isinstance(exc, DrillError):
+        return exc
+    detail = str(exc) or type(exc).__name__
+    if local_file is not None:
+        encrypted = isinstance(exc, paramiko.PasswordRequiredException) or (
+            isinstance(exc, TypeError) and "password" in detail.lower()
+        )
+        if encrypted:
+            detail = (
+                "the key is encrypted: name the environment variable holding its passphrase "
+                "in `passphrase_env`"
+            )
+        return InputError(f"{doing} {local_file} (for {address}) failed: {detail}", host=node)
+    klass = _error_class(exc) or ExecutorError
+    if isinstance(exc, paramiko.BadHostKeyException):
+        offered = host_key_fingerprint(exc.key)
+        expected = host_key_fingerprint(exc.expected_key)
+        where = known_hosts or "known_hosts"
+        message = (
+            f"{doing} {address} refused: its host key CHANGED. It offered {exc.key.get_name()} "
+            f"{offered}; {where} expects {expected}. Someone may be impersonating the host, or "
+            f"it was reinstalled: confirm the new key out of band before replacing its line in "
+            f"{where}. Nothing was run."
+        )
+    elif isinstance(exc, paramiko.AuthenticationException):
+        message = (
+            f"{doing} {address} failed: the host refused the login ({detail}); check that the "
+            "user may log in (AllowUsers) and that the key is in its authorized_keys"
+        )
+    elif isinstance(exc, ConnectionRefusedError):
+        message = f"{doing} {address} failed: connection refused (is sshd listening there?)"
+    elif isinstance(exc, TimeoutError):
+        message = f"{doing} {address} failed: no answer in time ({detail})"
+    elif isinstance(exc, EOFError):
+        message = f"{doing} {address} failed: the host closed the connection"
+    elif isinstance(exc, socket.gaierror):
+        message = f"{doing} {address} failed: the name does not resolve ({detail})"
+    else:
+        message = f"{doing} {address} failed: {type(exc).__name__}: {detail}"
+    return klass(message, host=node)
+
+
+# -- host keys -----------------------------------------------------------------------------
+
+
+class _RejectUnknownHostKey(paramiko.MissingHostKeyPolicy):
+    """Never accept a key that known_hosts does not hold: say which one it was."""
+
+    def __init__(self, node: str, address: str, known_hosts: str) -> None:
+        self.node = node
+        self.address = address
+        self.known_hosts = known_hosts
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        name = hostname  # "[127.0.0.2]:2201" off port 22
+        raise HostKeyRejected(
+            f"connecting to {self.address} refused: unknown host key {key.get_name()} "
+            f"{host_key_fingerprint(key)}; {self.known_hosts} has no entry for {name}. "
+            "Nothing was run. Confirm the fingerprint on the host out of band (ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_*_key.pub), then add `{name} {key.get_name()} "
+            f"{key.get_base64()}` to {self.known_hosts}.",
+            host=self.node,
+        )
+
+
+# -- the wrapper ---------------------------------------------------------------------------
+
+
+def wrap_command(
+    argv: Sequence[str],
+    *,
+    become: tuple[str, str] | None = None,
+    env: bool = False,
+    cwd: str | None = None,
+) -> str:
+    """The command string sent to sshd for ``argv``: the wrapper (see the module docstring),
+    behind ``sudo -n -u USER --`` or ``su -s /bin/sh USER -c`` when ``become`` is
+    ``(method, user)``. No value of ``env`` is ever part of it, only whether to read some."""
+    if not argv:
+        raise InputError("an empty command cannot run")
+    script = _ANNOUNCE + (_READ_ENV if env else "")
+    if cwd is None and become is not None:
+        cwd = "/"  # a directory every user may enter
+    if cwd is not None:
+        script += f"cd -- {shlex.quote(cwd)} && "
+    script += 'exec "$@"'
+    inner = f"sh -c {shlex.quote(script)} sh {shell_join(argv)}"
+    if become is None:
+        return f"exec {inner}"
+    method, user = become
+    if method == "sudo":
+        return f"exec sudo -n -u {shlex.quote(user)} -- {inner}"
+    return f"exec su -s /bin/sh {shlex.quote(user)} -c {shlex.quote('exec ' + inner)}"
+
+
+def _become_argv(method: str, user: str, argv: Sequence[str]) -> list[str]:
+    if method == "sudo":
+        return ["sudo", "-n", "-u", user, "--", *argv]
+    return ["su", "-s", "/bin/sh", user, "-c", shell_join(argv)]
+
+
+class _Tail:
+    """Bytes of one stream, keeping the last ``limit`` characters' worth."""
+
+    def __init__(self, limit: int = STREAM_LIMIT) -> None:
+        self.limit = limit
+        self.data = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > 8 * self.limit:  # UTF-8 is at most 4 bytes a character
+            del self.data[: len(self.data) - 4 * self.limit]
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")[-self.limit :]
+
+
+class _Stderr(_Tail):
+    """stderr, with the wrapper's ``drctl-pgid N`` line taken out (it is among the first)."""
+
+    HEAD_LINES = 8
+
+    def __init__(self, limit: int = STREAM_LIMIT) -> None:
+        super().__init__(limit)
+        self.head = bytearray()
+        self.scanning = True
+        self.lines_seen = 0
+        self.announced = False  # the wrapper ran (as the become user, when there is one)
+        self.pgid: int | None = None
+
+    def add(self, chunk: bytes) -> None:
+        if not self.scanning:
+            super().add(chunk)
+            return
+        self.head += chunk
+        while self.scanning:
+            newline = self.head.find(b"\n")
+            if newline < 0:
+                if len(self.head) > 4096:
+                    self._stop_scanning()
+                return
+            line = bytes(self.head[: newline + 1])
+            del self.head[: newline + 1]
+            self.lines_seen += 1
+            if line.startswith(PGID_MARK):
+                self.announced = True
+                value = line[len(PGID_MARK) :].strip()
+                self.pgid = int(value) if value.isdigit() else None
+                self._stop_scanning()
+            else:
+                super().add(line)
+                if self.lines_seen >= self.HEAD_LINES:
+                    self._stop_scanning()
+
+    def _stop_scanning(self) -> None:
+        self.scanning = False
+        rest, self.head = bytes(self.head), bytearray()
+        if rest:
+            super().add(rest)
+
+    def text(self) -> str:
+        if self.head:
+            self._stop_scanning()
+        return super().text()
+
+
+@dataclass(frozen=True)
+class _Hop:
+    """One SSH server on the way: a bastion, or the node itself (the last hop)."""
+
+    host: str
+    port: int
+    user: str
+    key_file: str | None
+    passphrase_env: str | None
+    known_hosts: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+# -- the executor --------------------------------------------------------------------------
+
+
+class SshExecutor(PosixHost):
+    """Runs commands on a node's host over one kept SSH connection.
+
+    ``node_name`` names the node in errors and records; ``host`` is its address, which
+    ``access.address`` overrides for sshd.
+    """
+
+    def __init__(self, node_name: str, host: str, access: SshAccess) -> None:
+        self.host = node_name
+        self.access = access
+        self.ssh_host = access.address or host
+        self.port = access.port
+        self.login_user = access.user
+        known_hosts = os.path.expanduser(access.known_hosts or DEFAULT_KNOWN_HOSTS)
+        self.hops: tuple[_Hop, ...] = (
+            *(
+                _Hop(
+                    j.host,
+                    j.port,
+                    j.user,
+                    j.key_file,
+                    j.passphrase_env,
+                    os.path.expanduser(j.known_hosts) if j.known_hosts else known_hosts,
+                )
+                for j in access.jump
+            ),
+            _Hop(
+                self.ssh_host,
+                self.port,
+                access.user,
+                access.key_file,
+                access.passphrase_env,
+                known_hosts,
+            ),
+        )
+        self._clients: list[paramiko.SSHClient] = []
+        self._transport: paramiko.Transport | None = None
+        self._lock = threading.Lock()
+        self.connections = 0  # how many times a connection was made (for tests and records)
+
+    # -- identity ----------------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """host:port of the node's sshd."""
+        return f"{self.ssh_host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.login_user}@{self.ssh_host}:{self.port}"
+
+    @property
+    def transport(self) -> paramiko.Transport | None:
+        return self._transport
+
+    def identity(self) -> HostIdentity:
+        """Who we are there, and the host key that matched known_hosts on this connection."""
+        base = super().identity()  # one round trip: id -un, uname -n
+        transport = self._transport
+        key = transport.get_remote_server_key() if transport is not None else None
+        return HostIdentity(
+            self.address,
+            base.user,
+            base.hostname,
+            host_key_fingerprint=host_key_fingerprint(key) if key is not None else None,
+            known_hosts=self.hops[-1].known_hosts,
+        )
+
+    def describe(self, argv: Sequence[str], user: str | None = None) -> str:
+        """An OpenSSH command line that would do the same (``plan`` shows it)."""
+        words = ["ssh"]
+        if len(self.hops) > 1:
+            words += ["-J", ",".join(f"{h.user}@{h.host}:{h.port}" for h in self.hops[:-1])]
+        words += ["-p", str(self.port), f"{self.login_user}@{self.ssh_host}", "--"]
+        return f"{shell_join(words)} {self._remote_line(argv, user)}"
+
+    def _remote_line(self, argv: Sequence[str], user: str | None) -> str:
+        become = self._become_for(user)
+        return shell_join(list(argv) if become is None else _become_argv(*become, argv))
+
+    def _become_for(self, user: str | None) -> tuple[str, str] | None:
+        if user is None or user == self.login_user:
+            return None
+        if self.access.become is None:
+            raise InputError(
+                f"node {self.host} must run this command as {user}, but drctl logs in to "
+                f"{self.address} as {self.login_user} and `ssh.become` is not set: add "
+                f"`become: {{method: sudo, user: {user}}}` to the node's ssh section",
+                host=self.host,
+            )
+        return (self.access.become.method, user)
+
+    # -- the connection ----------------------------------------------------------------------
+
+    def _connected(self, *, fresh: bool = False) -> tuple[paramiko.Transport, bool]:
+        """The kept transport, or a new one (True: made just now)."""
+        with self._lock:
+            transport = self._transport
+            if transport is not None and transport.is_active() and not fresh:
+                return transport, False
+            self._close_clients()
+            return self._connect(), True
+
+    def _connect(self) -> paramiko.Transport:
+        timeout = self.access.connect_timeout
+        clients: list[paramiko.SSHClient] = []
+        transport: paramiko.Transport | None = None
+        try:
+            for index, hop in enumerate(self.hops):
+                via = f" through {self.hops[index - 1].address}" if index else ""
+                doing = f"logging in as {hop.user}{via} to"
+                pkey = self._load_key(hop)
+                client = paramiko.SSHClient()
+                self._load_known_hosts(client, hop)
+                client.set_missing_host_key_policy(
+                    _RejectUnknownHostKey(self.host, hop.address, hop.known_hosts)
+                )
+                sock = self._hop_socket(hop, clients, timeout)
+                try:
+                    client.connect(
+                        hop.host,
+                        port=hop.port,
+                        username=hop.user,
+                        pkey=pkey,
+                        allow_agent=self.access.use_agent,
+                        look_for_keys=hop.key_file is None,
+                        timeout=timeout,
+                        banner_timeout=timeout,
+                        auth_timeout=timeout,
+                        channel_timeout=timeout,
+                        sock=sock,
+                    )
+                except BaseException as exc:
+                    cause = _underlying(client, exc, timeout)
+                    client.close()
+                    sock.close()
+                    if not isinstance(exc, Exception):
+                        raise
+                    raise translate(
+                        cause,
+                        node=self.host,
+                        address=hop.address,
+                        doing=doing,
+                        known_hosts=hop.known_hosts,
+                    ) from exc
+                clients.append(client)
+                transport = client.get_transport()
+                if transport is None:  # connect() returned, so it has one
+                    raise ConnectionFailed(f"{doing} {hop.address} failed", host=self.host)
+                if self.access.keepalive > 0:
+                    transport.set_keepalive(max(1, round(self.access.keepalive)))
+        except BaseException:
+            for client in reversed(clients):
+                client.close()
+            raise
+        if transport is None:
+            raise ConnectionFailed(f"no SSH hop to reach {self.endpoint}", host=self.host)
+        self._clients = clients
+        self._transport = transport
+        self.connections += 1
+        return transport
+
+    def _hop_socket(
+        self, hop: _Hop, clients: list[paramiko.SSHClient], timeout: float
+    ) -> socket.socket | paramiko.Channel:
+        if not clients:
+            try:
+                sock = socket.create_connection((hop.host, hop.port), timeout=timeout)
+            except OSError as exc:
+                raise translate(
+                    exc, node=self.host, address=hop.address, doing="connecting to"
+                ) from exc
+            # Small packets both ways: without this, Nagle and delayed ACKs cost ~40 ms a command.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        previous = self.hops[len(clients) - 1]
+        outer = clients[-1].get_transport()
+        try:
+            if outer is None:
+                raise EOFError("the bastion's connection is gone")
+            return outer.open_channel(
+                "direct-tcpip", (hop.host, hop.port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except Exception as exc:
+            raise translate(
+                exc,
+                node=self.host,
+                address=hop.address,
+                doing=f"opening a tunnel through {previous.address} to",
+            ) from exc
+
+    def _load_known_hosts(self, client: paramiko.SSHClient, hop: _Hop) -> None:
+        # HostKeys.load, not SSHClient.load_host_keys: nothing may ever save to the file.
+        if not os.path.exists(hop.known_hosts):
+            return  # every key is unknown, and will be refused
+        try:
+            client.get_host_keys().load(hop.known_hosts)
+        except (OSError, paramiko.SSHException, ValueError) as exc:
+            raise translate(
+                exc,
+                node=self.host,
+                address=hop.address,
+                doing="reading known_hosts",
+                local_file=hop.known_hosts,
+            ) from exc
+
+    def _load_key(self, hop: _Hop) -> paramiko.PKey | None:
+        if hop.key_file is None:
+            return None
+        path = os.path.expanduser(hop.key_file)
+        passphrase = (
+            read_secret_env(hop.passphrase_env, f"the passphrase of SSH key {path}")
+            if hop.passphrase_env
+            else None
+        )
+        try:
+            # cryptography wants the passphrase as bytes (the stubs say str)
+            secret = passphrase.encode() if passphrase is not None else None
+            return paramiko.PKey.from_path(path, secret)  # type: ignore[arg-type]
+        except (
+            OSError,
+            paramiko.SSHException,
+            paramiko.pkey.UnknownKeyType,
+            ValueError,
+            TypeError,  # cryptography's word for "encrypted, and no passphrase given"
+        ) as exc:
+            raise translate(
+                exc, node=self.host, address=hop.address, doing="reading key file", local_file=path
+            ) from exc
+
+    def _drop(self) -> None:
+        with self._lock:
+            self._close_clients()
+
+    def _close_clients(self) -> None:
+        for client in reversed(self._clients):
+            client.close()
+        self._clients = []
+        self._transport = None
+
+    def close(self) -> None:
+        self._drop()
+
+    def __enter__(self) -> SshExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        timeout: float = 60.0,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        input: str | None = None,
+    ) -> CommandResult:
+        become = self._become_for(user)
+        remote = self._remote_line(argv, user)
+        stdin = _env_lines(env, remote, self.host) + (input or "").encode("utf-8")
+        command = wrap_command(argv, become=become, env=bool(env), cwd=cwd)
+        started = time.monotonic()
+        channel = self._open_channel(remote)
+        try:
+            try:
+                channel.exec_command(command)
+            except Exception as exc:
+                if not channel.get_transport().is_active():
+                    self._drop()
+                raise translate(
+                    exc, node=self.host, address=self.endpoint, doing=f"starting {remote} on"
+                ) from exc
+            returncode, stdout, stderr = self._collect(
+                channel, stdin, started + timeout, argv, user, remote, timeout
+            )
+        finally:
+            channel.close()
+        result = CommandResult(
+            tuple(argv if become is None else _become_argv(*become, argv)),
+            returncode,
+            stdout.text(),
+            stderr.text(),
+            time.monotonic() - started,
+        )
+        self._judge(argv, become, result, stderr)
+        if check and returncode != 0:
+            raise command_failed(self.host, self.describe(argv, user), result)
+        return result
+
+    def _open_channel(self, remote: str) -> paramiko.Channel:
+        """A session channel; a kept connection found dead first is made again, once."""
+        doing = f"opening a session for {remote} on"
+        transport, new = self._connected()
+        try:
+            return transport.open_session(timeout=self.access.connect_timeout)
+        except Exception as exc:
+            if transport.is_active():  # refused (MaxSessions, ...): other commands may go on
+                raise translate(exc, node=self.host, address=self.endpoint, doing=doing) from exc
+            if new:
+                self._drop()
+                raise translate(exc, node=self.host, address=self.endpoint, doing=doing) from exc
+        # It died between commands without us noticing yet: connect again, once.
+        transport, _ = self._connected(fresh=True)
+        try:
+            return transport.open_session(timeout=self.access.connect_timeout)
+        except Exception as exc:
+            self._drop()
+            raise translate(exc, node=self.host, address=self.endpoint, doing=doing) from exc
+
+    def _collect(
+        self,
+        channel: paramiko.Channel,
+        stdin: bytes,
+        deadline: float,
+        argv: Sequence[str],
+        user: str | None,
+        remote: str,
+        timeout: float,
+    ) -> tuple[int, _Tail, _Stderr]:
+        stdout, stderr = _Tail(), _Stderr()
+        writer: threading.Thread | None = None
+        try:
+            if len(stdin) > SYNC_STDIN_LIMIT:
+                writer = threading.Thread(target=_feed, args=(channel, stdin), daemon=True)
+                writer.start()
+            else:
+                if stdin:
+                    channel.sendall(stdin)
+                channel.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # a command that exits without reading its input; the reads tell the rest
+        wakeup = channel.fileno()  # readable whenever data, EOF or a close arrived
+        while True:
+            progressed = False
+            if channel.recv_ready():
+                stdout.add(channel.recv(READ_SIZE))
+                progressed = True
+            if channel.recv_stderr_ready():
+                stderr.add(channel.recv_stderr(READ_SIZE))
+                progressed = True
+            if progressed:
+                continue
+            if channel.eof_received or channel.closed:
+                # everything before the EOF is in the buffers now
+                while channel.recv_ready():
+                    stdout.add(channel.recv(READ_SIZE))
+                while channel.recv_stderr_ready():
+                    stderr.add(channel.recv_stderr(READ_SIZE))
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._timed_out(channel, stderr, argv, user, timeout)
+            select.select([wakeup], [], [], min(remaining, 1.0))
+        # The exit status follows the EOF (a command may also close its output and go on).
+        while not channel.status_event.wait(min(max(deadline - time.monotonic(), 0), 1.0)):
+            if time.monotonic() >= deadline:
+                self._timed_out(channel, stderr, argv, user, timeout)
+        if writer is not None:
+            writer.join(timeout=1)
+        if channel.exit_status_ready() and channel.exit_status != -1:
+            return channel.exit_status, stdout, stderr
+        if self._lost(channel):
+            self._drop()
+            raise ConnectionFailed(
+                f"connection to {self.endpoint} lost while running {remote}", host=self.host
+            )
+        return -1, stdout, stderr  # killed by a signal: sshd sends exit-signal, not a status
+
+    def _lost(self, channel: paramiko.Channel) -> bool:
+        transport = channel.get_transport()
+        if not channel.eof_received:
+            return True
+        transport.join(0.1)  # a dying transport unlinks its channels just before it stops
+        return not transport.is_active()
+
+    def _timed_out(
+        self,
+        channel: paramiko.Channel,
+        stderr: _Stderr,
+        argv: Sequence[str],
+        user: str | None,
+        timeout: float,
+    ) -> None:
+        described = self.describe(argv, user)
+        pgid = stderr.pgid
+        if pgid is None:
+            what = "its process group was never announced, so it may still run there"
+        elif self._kill_group(channel, pgid, user):
+            what = f"its process group {pgid} was killed there"
+        else:
+            what = f"killing its process group {pgid} there failed: it may still run"
+        channel.close()
+        raise CommandTimeout(
+            f"{described} did not finish within {timeout:g}s; {what}", host=self.host
+        )
+
+    def _kill_group(self, channel: paramiko.Channel, pgid: int, user: str | None) -> bool:
+        """``kill -KILL`` the process group on a second channel (as the command's user)."""
+        kill = ["kill", "-s", "KILL", "--", f"-{pgid}"]
+        become = self._become_for(user)
+        line = shell_join(kill if become is None else _become_argv(*become, kill))
+        transport = channel.get_transport()  # the command's own connection
+        if not transport.is_active():
+            return False
+        try:
+            killer = transport.open_session(timeout=KILL_TIMEOUT)
+            try:
+                killer.exec_command(line)
+                killer.shutdown_write()
+                if not killer.status_event.wait(KILL_TIMEOUT):
+                    return False
+                return killer.exit_status == 0
+            finally:
+                killer.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            return False
+
+    def _judge(
+        self,
+        argv: Sequence[str],
+        become: tuple[str, str] | None,
+        result: CommandResult,
+        stderr: _Stderr,
+    ) -> None:
+        """Failures that are not the command's own: become refused, command not found."""
+        if result.returncode == 0:
+            return
+        if not stderr.announced:
+            if become is not None:
+                raise _become_failed(self, become, argv, result)
+            raise ExecutorError(
+                f"the login shell of {self.login_user} on {self.address} did not run drctl's "
+                f"wrapper (exit {result.returncode}): {result.output[-500:]}",
+                host=self.host,
+            )
+        name = argv[0]
+        if result.returncode == 127 and f"exec: {name}: not found" in result.stderr:
+            raise ExecutorError(f"command not found on {self.address}: {name}", host=self.host)
+        if result.returncode == 126 and f"exec: {name}:" in result.stderr:
+            raise ExecutorError(
+                f"not allowed to run {name} on {self.address}: {result.stderr.strip()[-300:]}",
+                host=self.host,
+            )
+
+
+def _become_failed(
+    executor: SshExecutor, become: tuple[str, str], argv: Sequence[str], result: CommandResult
+) -> BecomeFailed:
+    method, user = become
+    said = result.stderr.strip()[-500:]
+    login, where = executor.login_user, executor.address
+    lowered = said.lower()
+    if method == "sudo" and (
+        "password is required" in lowered or "terminal is required" in lowered
+    ):
+        hint = (
+            f"sudo on {where} wants a password to run {argv[0]} as {user} (drctl runs `sudo -n`, "
+            f"which never prompts): allow it without one in sudoers, e.g. "
+            f"`{login} ALL=({user}) NOPASSWD: /path/to/{os.path.basename(argv[0])}`"
+        )
+    elif "not found" in lowered and method in lowered:
+        hint = f"{method} is not installed on {where}"
+    elif method == "sudo":
+        hint = f"sudo on {where} would not run {argv[0]} as {user} for {login}"
+    else:
+        hint = (
+            f"su on {where} would not run {argv[0]} as {user} (su works only when drctl logs "
+            f"in as root; use `become: {{method: sudo}}` otherwise)"
+        )
+    return BecomeFailed(f"{hint}: {said}", host=executor.host)
+
+
+def _underlying(client: paramiko.SSHClient, exc: BaseException, timeout: float) -> BaseException:
+    """The transport thread's own error when paramiko reports only its consequence: after a
+    handshake that ran out of time, connect() says "No existing session"."""
+    if type(exc) is not paramiko.SSHException:
+        return exc
+    transport = client.get_transport()
+    saved = transport.get_exception() if transport is not None else None
+    if saved is not None:
+        return saved
+    if str(exc) == "No existing session":
+        return TimeoutError(f"the SSH handshake did not finish within {timeout:g}s")
+    return exc
+
+
+def _env_lines(env: dict[str, str] | None, remote: str, node: str) -> bytes:
+    if not env:
+        return b""
+    lines = []
+    for name, value in env.items():
+        if not ENV_NAME.match(name):
+            raise InputError(f"{name!r} is not a valid environment variable name", host=node)
+        if "\n" in value or "\0" in value:
+            raise InputError(
+                f"environment variable {name} for {remote} holds a newline or NUL; drctl passes "
+                "variables on stdin, one per line",
+                host=node,
+            )
+        lines.append(f"{name}={value}\n")
+    return ("".join(lines) + "\n").encode("utf-8")
+
+
+def _feed(channel: paramiko.Channel, data: bytes) -> None:
+    try:
+        channel.sendall(data)
+        channel.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the command stopped reading; its exit status says how it ended
