@@ -304,7 +304,7 @@ def main() -> int:
         )
 
         if not args.no_bundle:
-            from drills.records.export import export_bundle, verify_bundle
+            from drills.reports.export import export_bundle, verify_bundle
 
             out = home / "bundle"
             seconds, _ = timed(

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from drills.engine.lock import EnvironmentLock, force_unlock, holder_if_alive
 from drills.engine.measures import Write, WriterLog, analyse_canary, analyse_write_outage
 from drills.model.durations import parse_duration
 from drills.model.errors import RefusedError
 from drills.model.playbook import Objective
 from drills.model.record import Measurements, Milestone, build_record, evaluate_objectives
 from drills.records.journal import Journal, read_journal
+from drills.records.lock import EnvironmentLock, force_unlock, holder_if_alive
 
 
 @pytest.mark.parametrize(

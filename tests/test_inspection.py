@@ -2,15 +2,20 @@
 for real (a session idle in an open transaction, a long statement, an impossible disk threshold,
 no backup yet), and the report in the hospital's format rendered from the sealed record.
 
-Runs through the runner without Prefect, on a lab of its own (its own DRCTL_HOME).
+Runs through the runner without Prefect, on a lab of its own (its own DRCTL_HOME). One test runs
+every item against a fake host executor and a fake SQL session, with the machine's own files,
+filesystems and processes out of reach: every observation comes through the node's executors.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,10 @@ import pypdf
 import pytest
 import yaml
 
+from drills.engine.targets import Targets
+from drills.executors.host import CommandResult, PosixHost
 from drills.lab.onehost import Lab
+from drills.model.environment import Environment, Node
 from drills.model.record import Record
 from tests.helpers import REPO, drctl
 from tests.pg_fixtures import (
@@ -31,8 +39,9 @@ from tests.pg_fixtures import (
     steps_of,
     variant,
 )
+from verify import inspection
 
-pytestmark = [pytest.mark.lab]
+needs_lab = pytest.mark.lab
 
 ITEMS = 14  # checks in playbooks/pg-inspection.yaml
 
@@ -82,6 +91,7 @@ def report(record: Record, fmt: str, lang: str = "zh") -> bytes:
     return render_report(store.sealed(record.id), fmt=fmt, lang=lang)
 
 
+@needs_lab
 def test_a_healthy_lab_is_normal_but_for_the_missing_backup_until_one_is_taken(
     home: Path, tmp_path: Path
 ) -> None:
@@ -94,7 +104,10 @@ def test_a_healthy_lab_is_normal_but_for_the_missing_backup_until_one_is_taken(
     assert {k for k, s in steps.items() if s.status != "passed"} == {"main:backup_age"}
     assert sum(len(s.checks) for s in record.steps) == ITEMS
     backup = observed(record, "backup_age")
-    assert backup["found"] == 0 and str(home / "backups" / "lab") == backup["looked_in"]
+    # Looked for on the node's own host, beside its data directory, never in DRCTL_HOME.
+    data_dir = environment(home)["nodes"]["pg1"]["postgres"]["data_dir"]
+    expected_root = f"{os.path.dirname(data_dir)}/drctl-backups/lab"
+    assert backup["found"] == 0 and backup["looked_in"] == expected_root
     assert "no backup found" in steps["main:backup_age"].checks[0].detail
 
     # Every observation is a real value read from the servers and their hosts.
@@ -145,6 +158,7 @@ def test_a_healthy_lab_is_normal_but_for_the_missing_backup_until_one_is_taken(
     assert f"正常 {ITEMS} 项，异常 0 项" in report(again, "html").decode()
 
 
+@needs_lab
 def test_a_session_idle_in_transaction_is_a_finding_that_names_its_pid(
     home: Path, tmp_path: Path, primary_dsn: str
 ) -> None:
@@ -167,6 +181,7 @@ def test_a_session_idle_in_transaction_is_a_finding_that_names_its_pid(
     assert run(playbook).status == "passed"
 
 
+@needs_lab
 def test_a_long_statement_is_found_with_its_literals_left_out(
     home: Path, tmp_path: Path, primary_dsn: str
 ) -> None:
@@ -200,6 +215,7 @@ def test_a_long_statement_is_found_with_its_literals_left_out(
     assert "Zhang San" not in report(record, "html").decode()
 
 
+@needs_lab
 def test_an_impossible_disk_threshold_is_a_finding(home: Path, tmp_path: Path) -> None:
     playbook = only(tmp_path, {"primary_disk": {"max_used_percent": 0}}, "disk")
     record = run(playbook)
@@ -209,6 +225,7 @@ def test_an_impossible_disk_threshold_is_a_finding(home: Path, tmp_path: Path) -
     assert check.expected.startswith("<= 0% used")
 
 
+@needs_lab
 def test_the_cli_renders_the_inspection_report(home: Path, tmp_path: Path) -> None:
     record = run(only(tmp_path, {"connections": {}}, "conn"))
     assert record.status == "passed", record.reason
@@ -218,3 +235,219 @@ def test_the_cli_renders_the_inspection_report(home: Path, tmp_path: Path) -> No
     assert len(pypdf.PdfReader(io.BytesIO(out.read_bytes())).pages) >= 1
     md = drctl("report", record.id, "--format", "md", "--out", "-", home=home)
     assert md.returncode == 0 and "季度巡检报告" in md.stdout and "主库连接数" in md.stdout
+
+
+# -- every item through the node's executors -----------------------------------------------------
+
+REMOTE_DATA = "/srv/pg/main/data"  # exists on the fake host only
+GIB = 1024**3
+
+
+class RecordingHost(PosixHost):
+    """A host that is not this machine: it answers ``df``, ``stat`` and ``find`` from canned
+    output and records every command it was asked to run, with the user it was to run as."""
+
+    def __init__(self, host: str, answers: dict[str, str]) -> None:
+        self.host = host
+        self.answers = answers
+        self.calls: list[tuple[tuple[str, ...], str | None]] = []
+
+    @property
+    def address(self) -> str:
+        return f"fake@{self.host}"
+
+    def describe(self, argv: Sequence[str], user: str | None = None) -> str:
+        return " ".join(argv)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        timeout: float = 60.0,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        input: str | None = None,
+    ) -> CommandResult:
+        self.calls.append((tuple(argv), user))
+        text = " ".join(argv)
+        for needle, out in self.answers.items():
+            if needle in text:
+                return CommandResult(tuple(argv), 0, out, "", 0.01)
+        raise AssertionError(f"unexpected command on {self.host}: {text}")
+
+
+class FakeSql:
+    """The node's SQL session: canned rows by a piece of the query."""
+
+    def __init__(self, host: str, answers: dict[str, list[tuple[Any, ...]]]) -> None:
+        self.host = host
+        self.answers = answers
+        self.queries: list[str] = []
+
+    def query(
+        self, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 10.0
+    ) -> list[tuple[Any, ...]]:
+        self.queries.append(sql)
+        for needle, rows in self.answers.items():
+            if needle in sql:
+                return rows
+        raise AssertionError(f"unexpected query on {self.host}: {sql}")
+
+    def scalar(
+        self, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 10.0
+    ) -> Any:
+        rows = self.query(sql, params, timeout=timeout)
+        return rows[0][0] if rows else None
+
+    def close(self) -> None:
+        return None
+
+
+class FakeConnector:
+    def __init__(self, host: RecordingHost, sql: FakeSql) -> None:
+        self.fake_host, self.fake_sql = host, sql
+
+    def host(self, name: str, node: Node) -> RecordingHost:
+        return self.fake_host
+
+    def sql(self, name: str, node: Node) -> FakeSql:
+        return self.fake_sql
+
+    def http(self, name: str, node: Node) -> Any:
+        raise AssertionError("no HTTP in an inspection")
+
+
+def _forbid_local_access(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's filesystems, processes and DRCTL_HOME are out of reach."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"local access: {args!r}")
+
+    monkeypatch.setattr(shutil, "disk_usage", refuse)
+    monkeypatch.setattr(os, "statvfs", refuse)
+    monkeypatch.setattr(os, "listdir", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr("drills.home.drctl_home", refuse)
+
+
+def test_every_item_goes_through_the_nodes_executors(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = Environment.model_validate(
+        {
+            "name": "his",
+            "nodes": {
+                "db1": {
+                    "role": "primary",
+                    "host": "10.1.2.3",
+                    "postgres": {
+                        "data_dir": REMOTE_DATA,
+                        "bin_dir": "/usr/lib/postgresql/17/bin",
+                        "os_user": "postgres",
+                    },
+                }
+            },
+        }
+    )
+    root = "/srv/pg/main/drctl-backups/his"
+    host = RecordingHost(
+        "db1",
+        {
+            # df -P -B1: 100 GiB, 30 used, 60 available (10 reserved for root)
+            "df -P -B1": f"Filesystem 1-blocks Used Available Capacity Mounted on\n"
+            f"/dev/vdb {100 * GIB} {30 * GIB} {60 * GIB} 34% /srv\n",
+            "df -P -i": "Filesystem Inodes IUsed IFree IUse% Mounted on\n"
+            "/dev/vdb 1000 10 990 1% /srv\n",
+            "stat -c %m": "/srv\n",
+            "backup_manifest": f"1700003600\n1700000000.5 {root}/db2/base/20231114T221320Z\n"
+            f"1699990000.0 {root}/db1/base/20231114T193000Z\n",
+        },
+    )
+    sql = FakeSql(
+        "db1",
+        {
+            "pg_ls_waldir": [(3 * 16 * 1024 * 1024, 3)],
+            "pg_ls_archive_statusdir": [(0,)],
+            "max_connections": [(7, 100, 3)],
+            "state = 'active'": [],
+            "idle in transaction": [],
+            "pg_stat_archiver": [
+                ("on", 12, "000000010000000000000003", 1700000000.0, 0, None, 1700000060.0)
+            ],
+            "pg_settings": [
+                ("fsync", "on"),
+                ("full_page_writes", "on"),
+                ("wal_level", "replica"),
+                ("data_checksums", "off"),
+            ],
+        },
+    )
+    targets = Targets(env, {"primary": "db1"}, FakeConnector(host, sql))
+    _forbid_local_access(monkeypatch)
+
+    disk = inspection.disk_space(targets, "primary", inspection.DiskParams())
+    assert disk.held
+    assert disk.observed["path"] == REMOTE_DATA and disk.observed["mount"] == "/srv"
+    assert (disk.observed["used_bytes"], disk.observed["free_bytes"]) == (30 * GIB, 60 * GIB)
+    assert disk.observed["size_bytes"] == 90 * GIB and disk.observed["used_percent"] == 33.3
+
+    wal = inspection.wal_space(targets, "primary", inspection.WalParams())
+    assert wal.held and wal.observed["segments"] == 3 and wal.observed["mount"] == "/srv"
+
+    assert inspection.connections(targets, "primary", inspection.ConnectionsParams()).held
+    assert inspection.long_sessions(targets, "primary", inspection.LongSessionsParams()).held
+    assert inspection.idle_in_transaction(targets, "primary", inspection.IdleParams()).held
+
+    backup = inspection.backup_age(targets, "primary", inspection.BackupAgeParams())
+    assert backup.held, backup.detail
+    assert backup.observed["found"] == 2
+    assert backup.observed["path"] == f"{root}/db2/base/20231114T221320Z"  # a standby's too
+    assert backup.observed["age_seconds"] == 3599.5  # on the host's clock, not this machine's
+    archiver = inspection.backup_age(
+        targets, "primary", inspection.BackupAgeParams(method="archiver")
+    )
+    assert archiver.held and archiver.observed["age_seconds"] == 60.0
+
+    settings = inspection.settings(targets, "primary", inspection.SettingsParams())
+    assert not settings.held and settings.observed["wrong"] == {"data_checksums": "off"}
+
+    # Every command ran on the node's host, as the database's OS user.
+    commands = [" ".join(argv) for argv, _ in host.calls]
+    assert {user for _, user in host.calls} == {"postgres"}
+    assert f"df -P -B1 {REMOTE_DATA}" in commands
+    assert f"df -P -B1 {REMOTE_DATA}/pg_wal/." in commands
+    assert any("stat -c %m" in c and c.endswith(REMOTE_DATA) for c in commands)
+    (find,) = [argv for argv, _ in host.calls if "backup_manifest" in " ".join(argv)]
+    # Beside the data directory on that host (every node's base/), never DRCTL_HOME.
+    assert find[-3:] == (root, "4", "*/base/*/backup_manifest")
+    assert len(sql.queries) == 7  # wal 2, connections, long, idle, archiver, settings
+
+
+def test_backup_age_with_no_backup_names_where_it_looked_on_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = Environment.model_validate(
+        {
+            "name": "his",
+            "nodes": {
+                "db2": {
+                    "role": "standby",
+                    "host": "10.1.2.4",
+                    "postgres": {"data_dir": "/data/pg/", "bin_dir": "/usr/bin"},
+                }
+            },
+        }
+    )
+    host = RecordingHost("db2", {"backup_manifest": "1700000000\n"})
+    targets = Targets(env, {"standby": "db2"}, FakeConnector(host, FakeSql("db2", {})))
+    _forbid_local_access(monkeypatch)
+    found = inspection.backup_age(targets, "standby", inspection.BackupAgeParams())
+    assert not found.held and found.observed["found"] == 0
+    assert found.observed["looked_in"] == "/data/drctl-backups/his"
+    given = inspection.backup_age(
+        targets, "standby", inspection.BackupAgeParams(backup_dir="/backup/pg/")
+    )
+    assert given.observed["looked_in"] == "/backup/pg"
+    assert host.calls[-1][0][-3:] == ("/backup/pg", "2", "*/backup_manifest")
+    assert host.calls[-1][1] is None  # no os_user configured: as the login user

@@ -1,4 +1,4 @@
-"""Table reconciliation (verify/reconcile.py): real PostgreSQL servers from our own lab, the
+"""Table reconciliation (verify/reconcile/): real PostgreSQL servers from our own lab, the
 SQL of both engines as text, the CLI, the playbook check, and Oracle Database Free where Docker
 answers.
 
@@ -24,16 +24,21 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from drills.engine.catalogue import default_catalogue
+from drills.engine.checking import run_check
 from drills.engine.targets import Targets
+from drills.executors import oracle as ora_exec
 from drills.lab.onehost import Lab
 from drills.model.clock import Clock
 from drills.model.environment import Environment
-from drills.model.errors import ConnectionFailed, InputError
-from tests.helpers import drctl
+from drills.model.errors import CommandFailed, ConnectionFailed, InputError
+from tests.helpers import REPO, drctl
 from verify import reconcile as rc
-from verify import reconcile_oracle as ora
 from verify.reconcile import Column, KeyRange, TableRef, reconcile
-from verify.registry import CHECKS, run_check
+from verify.reconcile import engine as rc_engine
+from verify.reconcile.dialects import oracle as ora
+from verify.reconcile.dialects import oracle_sql as ora_sql
+from verify.reconcile.dialects import postgres as pgd
 
 SCHEMA_SQL = """
 create table patients (
@@ -277,7 +282,7 @@ def test_every_hash_mode_finds_the_same_rows(
     dbs: Dbs, mode: rc.HashMode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fallbacks used across major versions or encodings, forced on the same servers."""
-    monkeypatch.setattr(rc, "pg_hash_mode", lambda s, t: (mode, f"forced {mode}"))
+    monkeypatch.setattr(pgd, "pg_hash_mode", lambda s, t: (mode, f"forced {mode}"))
     report = reconcile(dbs.src, dbs.dst, tables=["patients", "same"])
     assert report.hash_mode == mode and report.notes == [f"forced {mode}"]
     patients, same = report.tables
@@ -348,10 +353,10 @@ def test_reads_only_from_a_hot_standby(dbs: Dbs) -> None:
 
 @needs_lab
 def test_sessions_are_read_only_repeatable_read_with_pinned_settings(dbs: Dbs) -> None:
-    session = rc.PgSession("source", dbs.src)
+    session = rc.PostgresSession("source", dbs.src)
     try:
         settings = dict(
-            session._rows(
+            session.rows(
                 "select name, setting from pg_settings where name in ('transaction_read_only',"
                 " 'transaction_isolation', 'TimeZone', 'DateStyle', 'extra_float_digits')"
             )
@@ -363,8 +368,8 @@ def test_sessions_are_read_only_repeatable_read_with_pinned_settings(dbs: Dbs) -
             "DateStyle": "ISO, YMD",
             "extra_float_digits": "1",
         }
-        with pytest.raises(rc.CommandFailed, match="read-only transaction"):
-            session._rows("create table written (id int)")
+        with pytest.raises(CommandFailed, match="read-only transaction"):
+            session.rows("create table written (id int)")
     finally:
         session.close()
 
@@ -495,7 +500,7 @@ def test_tables_match_check_in_a_playbook(dbs: Dbs) -> None:
     }
     env = Environment.model_validate({"name": "reconcile-check", "nodes": nodes})
     targets = Targets(env, {"origin": "a", "copy": "b"})
-    assert "pg.tables_match" in CHECKS
+    assert "pg.tables_match" in default_catalogue().checks
     try:
         differs = run_check(
             "pg.tables_match",
@@ -548,65 +553,65 @@ def test_parse_table_name() -> None:
 
 def test_hash_mode_choice() -> None:
     same = (18, "UTF8", 1, 2)
-    assert rc.pg_hash_mode(same, same) == ("record", "")
-    mode, why = rc.pg_hash_mode(same, (17, "UTF8", 1, 2))
+    assert pgd.pg_hash_mode(same, same) == ("record", "")
+    mode, why = pgd.pg_hash_mode(same, (17, "UTF8", 1, 2))
     assert mode == "text" and "major versions differ (18 vs 17)" in why
-    mode, why = rc.pg_hash_mode(same, (18, "LATIN1", 1, 2))
+    mode, why = pgd.pg_hash_mode(same, (18, "LATIN1", 1, 2))
     assert mode == "md5" and "encodings differ" in why
-    assert rc.pg_hash_mode(same, (18, "UTF8", 1, None))[0] == "text"
+    assert pgd.pg_hash_mode(same, (18, "UTF8", 1, None))[0] == "text"
 
 
 def test_integer_ranges_cover_without_gaps() -> None:
-    ranges = rc._int_split(1, 1_000_001, 64)
+    ranges = rc_engine._int_split(1, 1_000_001, 64)
     assert len(ranges) == 64
     assert ranges[0].lower == ("1",) and ranges[-1].upper == ("1000001",)
     assert all(a.upper == b.lower for a, b in itertools.pairwise(ranges))
-    assert [(r.lo, r.hi) for r in rc._int_split(5, 8, 64)] == [(5, 6), (6, 7), (7, 8)]
-    top = rc._int_split(rc.INT8_MAX - 9, rc.INT8_MAX + 1, 64)
-    assert top[-1].upper is None and top[-2].upper == (str(rc.INT8_MAX),)
-    huge = rc._int_split(10**20, 10**20 + 128, 4)  # Oracle NUMBER keys past bigint
+    assert [(r.lo, r.hi) for r in rc_engine._int_split(5, 8, 64)] == [(5, 6), (6, 7), (7, 8)]
+    top = rc_engine._int_split(rc_engine.INT8_MAX - 9, rc_engine.INT8_MAX + 1, 64)
+    assert top[-1].upper is None and top[-2].upper == (str(rc_engine.INT8_MAX),)
+    huge = rc_engine._int_split(10**20, 10**20 + 128, 4)  # Oracle NUMBER keys past bigint
     assert [r.upper for r in huge[:-1]] == [(str(10**20 + n),) for n in (32, 64, 96)]
 
 
 def test_pg_range_sql_is_explicit_bounds() -> None:
     key = (Column("id", "bigint", "int8", True, True), Column("name", "text", "text", True))
-    where = rc.pg_range_where(key, KeyRange(("5", "x'y"), ("9",)))
+    where = pgd.pg_range_where(key, KeyRange(("5", "x'y"), ("9",)))
     assert where.as_string(None) == (
         """("id", "name") >= ('5'::bigint, 'x''y'::text) AND "id" < '9'::bigint"""
     )
-    assert rc.pg_range_where(key, KeyRange()).as_string(None) == "true"
+    assert pgd.pg_range_where(key, KeyRange()).as_string(None) == "true"
     columns = (*key, Column("doc", "json", "json"), Column("n", "numeric", "numeric"))
-    assert rc.pg_row_hash(columns, "record").as_string(None) == (
+    assert pgd.pg_row_hash(columns, "record").as_string(None) == (
         """hash_record_extended(ROW("id", "name", "doc"::text, "n"::text), 0)"""
     )
-    assert rc.pg_row_hash(columns, "text").as_string(None) == (
+    assert pgd.pg_row_hash(columns, "text").as_string(None) == (
         """hashtextextended(ROW("id", "name", "doc", "n")::text, 0)"""
     )
     plan = rc.TablePlan(TableRef("public", "t"), columns, key)
-    stats = rc.pg_range_stats_sql(plan, [KeyRange(None, ("3",)), KeyRange(("3",))], "record")
+    stats = pgd.pg_range_stats_sql(plan, [KeyRange(None, ("3",)), KeyRange(("3",))], "record")
     text = stats.as_string(None)
     assert "GROUP BY" not in text.upper() and text.count("UNION ALL") == 1
     assert """WHERE "id" < '3'::bigint""" in text and """WHERE "id" >= '3'::bigint""" in text
 
 
 def test_pg_column_hashing_choice() -> None:
-    assert rc.pg_column("a", "numeric(12,2)", "numeric", "b", 786438).native
-    assert not rc.pg_column("a", "numeric", "numeric", "b", -1).native  # 1.0 vs 1.00
-    assert not rc.pg_column("a", "interval", "interval", "b", -1).native
-    assert not rc.pg_column("a", "public.mood", "mood", "e", -1).native  # enum oids differ
-    assert rc.pg_column("a", "bigint", "int8", "b", -1).integer
+    assert pgd.pg_column("a", "numeric(12,2)", "numeric", "b", 786438).native
+    assert not pgd.pg_column("a", "numeric", "numeric", "b", -1).native  # 1.0 vs 1.00
+    assert not pgd.pg_column("a", "interval", "interval", "b", -1).native
+    assert not pgd.pg_column("a", "public.mood", "mood", "e", -1).native  # enum oids differ
+    assert pgd.pg_column("a", "bigint", "int8", "b", -1).integer
 
 
 # -- Oracle SQL, as text (no Oracle database here)
 
 ORA_COLUMNS = (
-    ora.oracle_column("ID", "NUMBER", 22, 10, 0, 0, None),
-    ora.oracle_column("NAME", "VARCHAR2", 40, None, None, 40, "B"),
-    ora.oracle_column("BORN", "DATE", 7, None, None, 0, None),
-    ora.oracle_column("SEEN", "TIMESTAMP(6) WITH TIME ZONE", 13, None, 6, 0, None),
-    ora.oracle_column("TOKEN", "RAW", 16, None, None, 0, None),
-    ora.oracle_column("NICK", "NVARCHAR2", 40, None, None, 20, "C"),
-    ora.oracle_column("NOTES", "CLOB", 4000, None, None, 0, None),
+    ora_sql.oracle_column("ID", "NUMBER", 22, 10, 0, 0, None),
+    ora_sql.oracle_column("NAME", "VARCHAR2", 40, None, None, 40, "B"),
+    ora_sql.oracle_column("BORN", "DATE", 7, None, None, 0, None),
+    ora_sql.oracle_column("SEEN", "TIMESTAMP(6) WITH TIME ZONE", 13, None, 6, 0, None),
+    ora_sql.oracle_column("TOKEN", "RAW", 16, None, None, 0, None),
+    ora_sql.oracle_column("NICK", "NVARCHAR2", 40, None, None, 20, "C"),
+    ora_sql.oracle_column("NOTES", "CLOB", 4000, None, None, 0, None),
 )
 
 
@@ -621,11 +626,11 @@ def test_oracle_columns_and_types() -> None:
         "CLOB",
     ]
     assert ORA_COLUMNS[0].integer and not ORA_COLUMNS[1].integer
-    assert ora.key_usable(ORA_COLUMNS[0]) and not ora.key_usable(ORA_COLUMNS[3])
+    assert ora_sql.key_usable(ORA_COLUMNS[0]) and not ora_sql.key_usable(ORA_COLUMNS[3])
 
 
 def test_oracle_row_string() -> None:
-    text = ora.row_string(ORA_COLUMNS)
+    text = ora_sql.row_string(ORA_COLUMNS)
     assert text.split(" || '|' || ") == [
         """NVL2("ID", LENGTHB(TO_CHAR("ID", 'TM9', 'NLS_NUMERIC_CHARACTERS=''.,''')) || ':' || """
         """TO_CHAR("ID", 'TM9', 'NLS_NUMERIC_CHARACTERS=''.,'''), '~')""",
@@ -641,42 +646,42 @@ def test_oracle_row_string() -> None:
         """NVL2("NOTES", LENGTHB(RAWTOHEX(DBMS_CRYPTO.HASH("NOTES", 2))) || ':' || """
         """RAWTOHEX(DBMS_CRYPTO.HASH("NOTES", 2)), '~')""",
     ]
-    assert "CONVERT(\"NAME\", 'AL32UTF8')" in ora.row_string(ORA_COLUMNS, utf8=True)
-    wide = (ORA_COLUMNS[0], ora.oracle_column("BODY", "VARCHAR2", 4000, None, None, 4000, "B"))
-    assert 'ORA_HASH("BODY", 4294967295, 0)' in ora.row_string(wide)  # would not fit: digested
+    assert "CONVERT(\"NAME\", 'AL32UTF8')" in ora_sql.row_string(ORA_COLUMNS, utf8=True)
+    wide = (ORA_COLUMNS[0], ora_sql.oracle_column("BODY", "VARCHAR2", 4000, None, None, 4000, "B"))
+    assert 'ORA_HASH("BODY", 4294967295, 0)' in ora_sql.row_string(wide)  # would not fit: digested
     with pytest.raises(InputError, match="LONG"):
-        ora.row_string((ora.oracle_column("OLD", "LONG", 0, None, None, 0, None),))
+        ora_sql.row_string((ora_sql.oracle_column("OLD", "LONG", 0, None, None, 0, None),))
 
 
 def test_oracle_ranges_are_lexicographic_without_row_values() -> None:
     key = (ORA_COLUMNS[0], ORA_COLUMNS[1])
-    binds = ora.Binds()
-    where = ora.range_where(key, KeyRange(("5", "abc"), ("9",)), binds)
+    binds = ora_sql.Binds()
+    where = ora_sql.range_where(key, KeyRange(("5", "abc"), ("9",)), binds)
     assert where == (
         """("ID" > TO_NUMBER(:b0) OR ("ID" = TO_NUMBER(:b0) AND "NAME" >= :b1))"""
         """ AND "ID" < TO_NUMBER(:b2)"""
     )
     assert binds.values == {"b0": "5", "b1": "abc", "b2": "9"}
-    statement, values = ora.range_stats_sql(
+    statement, values = ora_sql.range_stats_sql(
         TableRef("HIS", "PATIENT"), ORA_COLUMNS, key, [KeyRange(None, ("5",)), KeyRange(("5",))]
     )
     branches = statement.split("\nUNION ALL\n")
     assert len(branches) == 2 and values == {"b0": "5", "b1": "5"}
     assert branches[0].startswith("SELECT 0 AS ri, COUNT(*) AS n, TO_CHAR(SUM((ORA_HASH(x.rs")
     assert 'FROM "HIS"."PATIENT" WHERE "ID" < TO_NUMBER(:b0)) x' in branches[0]
-    leaf, _ = ora.leaf_sql(TableRef("HIS", "PATIENT"), ORA_COLUMNS, key, [(KeyRange(), 7)])
+    leaf, _ = ora_sql.leaf_sql(TableRef("HIS", "PATIENT"), ORA_COLUMNS, key, [(KeyRange(), 7)])
     assert leaf.endswith("WHERE ROWNUM <= 7") and 'ORDER BY "ID", "NAME"' in leaf
-    split, _ = ora.split_sql(TableRef("HIS", "PATIENT"), key, [(KeyRange(), 100, 6400)])
+    split, _ = ora_sql.split_sql(TableRef("HIS", "PATIENT"), key, [(KeyRange(), 100, 6400)])
     assert "MOD(rn, 100) = 0 AND rn < 6400" in split
     dated = (ORA_COLUMNS[2],)
-    assert ora.key_text(dated[0]) == """TO_CHAR("BORN", 'YYYY-MM-DD HH24:MI:SS')"""
-    assert ora.range_where(dated, KeyRange(("2024-01-02 00:00:00",)), ora.Binds()) == (
+    assert ora_sql.key_text(dated[0]) == """TO_CHAR("BORN", 'YYYY-MM-DD HH24:MI:SS')"""
+    assert ora_sql.range_where(dated, KeyRange(("2024-01-02 00:00:00",)), ora_sql.Binds()) == (
         """"BORN" >= TO_DATE(:b0, 'YYYY-MM-DD HH24:MI:SS')"""
     )
-    assert "SAMPLE BLOCK (1.000000) SEED (7)" in ora.sample_sql(
+    assert "SAMPLE BLOCK (1.000000) SEED (7)" in ora_sql.sample_sql(
         TableRef("HIS", "PATIENT"), key, 1.0, 64
     )
-    assert "SAMPLE" not in ora.sample_sql(TableRef("HIS", "PATIENT"), key, 100.0, 64)
+    assert "SAMPLE" not in ora_sql.sample_sql(TableRef("HIS", "PATIENT"), key, 100.0, 64)
 
 
 def test_oracle_dsn_and_hash_mode() -> None:
@@ -707,6 +712,67 @@ def test_oracle_unreachable_names_the_side() -> None:
             engine="oracle",
         )
     assert "source" in str(caught.value) and "pw-secret" not in str(caught.value)
+    assert "DPY-6005" in str(caught.value)  # the driver's code, from the one oracle executor
+    assert "host 127.0.0.1: cannot connect to the source database" in str(caught.value)
+
+
+def test_oracle_executor_names_codes_and_hosts() -> None:
+    assert ora_exec.host_of("db1.example:1521/HISPDB") == "db1.example"
+    assert ora_exec.host_of("tcps://db2/HIS") == "db2"
+    assert ora_exec.host_of("[::1]:1521/FREEPDB1") == "::1"
+    assert ora_exec.host_of("(DESCRIPTION=(ADDRESS=(HOST=db3)(PORT=1521)))") == "db3"
+    assert ora_exec.host_of("HISPROD") == "HISPROD"  # a TNS alias
+    plain = RuntimeError("ORA-00942: table or view does not exist\nHelp: https://...")
+    assert ora_exec.error_code(plain) == "ORA-00942"
+    assert ora_exec.error_text(plain) == (
+        "ORA-00942: table or view does not exist Help: https://..."
+    )
+    assert ora_exec.error_code(RuntimeError("no code")) is None
+
+
+def test_unreachable_nodes_named_by_the_check_without_password() -> None:
+    """pg.tables_match opens its sessions from the run's nodes: errors name the node."""
+    port = _closed_port()
+    nodes = {
+        name: {
+            "role": role,
+            "host": "127.0.0.1",
+            "port": port,
+            "postgres": {"data_dir": "/nonexistent", "bin_dir": "/nonexistent"},
+        }
+        for name, role in (("a", "origin"), ("b", "copy"))
+    }
+    env = Environment.model_validate({"name": "reconcile-down", "nodes": nodes})
+    targets = Targets(env, {"origin": "a", "copy": "b"})
+    try:
+        with pytest.raises(ConnectionFailed) as caught:
+            rc.tables_match(targets, "copy", rc.TablesMatchParams(source="origin"))
+    finally:
+        targets.close()
+    message = str(caught.value)
+    assert "host a: cannot connect to the source database" in message
+    assert "host b: cannot connect to the target database" in message
+    assert f"port={port}" in message and "password" not in message
+
+
+def test_the_package_has_small_layers_and_no_driver_errors_of_its_own() -> None:
+    """No module over ~500 lines; psycopg's and oracledb's errors are caught only in the
+    executors (drills/executors/postgres.py, drills/executors/oracle.py)."""
+    package = REPO / "verify" / "reconcile"
+    modules = sorted(package.rglob("*.py"))
+    assert {p.relative_to(package).as_posix() for p in modules} >= {
+        "__init__.py", "model.py", "engine.py", "plan.py", "compare.py", "check.py",
+        "dialects/postgres.py", "dialects/oracle.py", "dialects/oracle_sql.py",
+    }  # fmt: skip
+    for path in modules:
+        text = path.read_text()
+        assert len(text.splitlines()) <= 500, path
+        assert "except psycopg" not in text and "except oracledb" not in text, path
+        assert "import oracledb" not in text and "psycopg.connect" not in text, path
+    model = (package / "model.py").read_text()
+    assert "psycopg" not in model and "drills.executors" not in model
+    for neutral in ("engine.py", "plan.py", "compare.py"):
+        assert "psycopg" not in (package / neutral).read_text(), neutral
 
 
 # ---------------------------------------------------------------------------------- Oracle Free

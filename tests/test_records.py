@@ -19,7 +19,7 @@ import pytest
 from drills.model.errors import RefusedError
 from drills.model.record import Record
 from drills.records.chain import GENESIS, canonical, sha256
-from drills.records.export import export_bundle, verify_bundle
+from drills.reports.export import export_bundle, verify_bundle
 from drills.records.signing import read_public_key
 from drills.records.store import RecordStore
 from tests.helpers import drctl

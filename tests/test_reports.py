@@ -256,7 +256,7 @@ def synthetic(playbook: Path, environment: str, started: datetime, status: str) 
 
 
 def test_status_flags_stale_changed_and_uncovered_evidence(tmp_path: Path) -> None:
-    from drills.records.freshness import freshness
+    from drills.ops.freshness import freshness
 
     fresh = tmp_path / "fresh.yaml"
     fresh.write_text("name: fresh\n")
@@ -300,7 +300,7 @@ def test_status_flags_stale_changed_and_uncovered_evidence(tmp_path: Path) -> No
 
 
 def test_status_without_a_holiday_schedule_says_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    from drills.records.freshness import freshness
+    from drills.ops.freshness import freshness
 
     monkeypatch.setitem(sys.modules, "drills.ops.holidays", None)  # as if it were not there
     entries = freshness([], {"expected": [{"playbook": "p", "environment": "e"}]})

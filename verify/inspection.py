@@ -7,20 +7,24 @@ judged against under ``limits``, so a report can state both in the reader's lang
 
 Nothing here changes the server: every check only reads (catalog views, ``df``, ``find``).
 Replication and lag are the existing ``pg.is_primary``, ``pg.streaming`` and ``pg.replay_lag``.
+
+Every item is observed through the node's own executors (``probe``): its SQL session, and its
+host executor (local, or SSH) for the filesystem (``disk_usage``) and the backup directory
+(``find`` on that host, as the database's OS user). Nothing reads the orchestrator's own files,
+processes or ``DRCTL_HOME`` on a node's behalf, so the same inspection runs local or remote.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
-import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
-from drills.home import drctl_home
 from drills.model.durations import Duration, format_seconds
-from drills.model.errors import CommandFailed, InputError
+from drills.model.errors import InputError
 from verify.postgres import NoParams
 from verify.result import Observation, Probe
 
@@ -45,26 +49,30 @@ class DiskParams(NoParams):
     )
 
 
+# The mount point of a path, as the host sees it: GNU stat, else the last field of POSIX df.
+MOUNT_SCRIPT = (
+    'stat -c %m -- "$1" 2>/dev/null || '
+    "df -P -- \"$1\" 2>/dev/null | awk 'NR > 1 { m = $NF } END { print m }'; exit 0"
+)
+
+
+def mount_point(probe: Probe, role: str, path: str) -> str:
+    """Where the filesystem holding ``path`` is mounted on the role's host ("?" if unknown)."""
+    result = probe.run(role, ["sh", "-c", MOUNT_SCRIPT, "sh", path], timeout=10)
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    return lines[-1] if lines else "?"
+
+
 def filesystem(probe: Probe, role: str, path: str) -> dict[str, Any]:
-    """Size, use and free space of the filesystem holding ``path`` on the role's host (df -Pk)."""
-    name, _ = probe.node(role)
-    out = probe.run(role, ["df", "-Pk", path], timeout=10).stdout
-    lines = [line for line in out.splitlines() if line.strip()]
-    try:
-        fields = lines[-1].split()
-        # POSIX output: filesystem, 1024-blocks, used, available, capacity, mounted on (the
-        # filesystem name may hold spaces, so count from the end).
-        used, free = int(fields[-4]) * 1024, int(fields[-3]) * 1024
-        mount = fields[-1]
-    except (IndexError, ValueError) as exc:
-        raise CommandFailed(
-            f"cannot read df -Pk {path} on {name}: {out.strip()[:200]!r}", returncode=1, host=name
-        ) from exc
-    # As df computes its Capacity: of the space usable by ordinary users.
+    """Size, use and free space of the filesystem holding ``path`` on the role's host, through
+    its host executor (``disk_usage``, as the database's OS user)."""
+    usage = probe.host(role).disk_usage(path, user=probe.os_user(role))
+    used, free = usage.used_bytes, usage.free_bytes
+    # As df computes its Capacity: of the space usable by ordinary users (root's reserve left out).
     percent = round(100.0 * used / (used + free), 1) if used + free else 0.0
     return {
         "path": path,
-        "mount": mount,
+        "mount": mount_point(probe, role, path),
         "size_bytes": used + free,
         "used_bytes": used,
         "free_bytes": free,
@@ -73,10 +81,8 @@ def filesystem(probe: Probe, role: str, path: str) -> dict[str, Any]:
 
 
 def _data_dir(probe: Probe, role: str) -> str:
-    name, node = probe.node(role)
-    if node.postgres is None:
-        raise InputError(f"node {name} (role {role}) has no postgres section", host=name)
-    return node.postgres.data_dir
+    _, _, pg = probe.postgres(role)
+    return pg.data_dir
 
 
 def disk_space(probe: Probe, role: str, params: DiskParams) -> Observation:
@@ -274,40 +280,63 @@ class BackupAgeParams(NoParams):
     )
     backup_dir: str | None = Field(
         default=None,
-        description="Where the backups are, one per subdirectory (on the node's host); default "
-        "every node's $DRCTL_HOME/backups/<environment>/<node>/base.",
+        description="Where the backups are on the node's host, one per subdirectory; default "
+        "<parent of postgres.data_dir>/drctl-backups/<environment>/<any node>/base on that host, "
+        "where pg.basebackup keeps the backups it takes of a node (beside its data directory).",
     )
 
 
-def _environment_name(probe: Probe) -> str:
-    env = getattr(probe, "env", None)
-    name = getattr(env, "name", None)
-    if not isinstance(name, str):
+BACKUPS_DIR = "drctl-backups"  # as drills.engines.postgres keeps them, beside the data directory
+
+
+def default_backup_root(probe: Probe, role: str) -> str:
+    """``<parent of the data directory>/drctl-backups/<environment>`` on the role's host: under
+    it, ``<node>/base`` is where ``pg.basebackup`` puts the backups it takes of a node by default
+    (a standby's backups sit beside the standby's data directory)."""
+    _, _, pg = probe.postgres(role)
+    env = getattr(probe.env, "name", None)
+    if not isinstance(env, str):
         raise InputError("pg.backup_age: the environment is not known here; give backup_dir")
-    return name
+    work = posixpath.dirname(pg.data_dir.rstrip("/") or "/") or "/"
+    return posixpath.join(work, BACKUPS_DIR, env)
 
 
-def newest_backup(probe: Probe, role: str, backup_dir: str | None) -> tuple[str, float, int, str]:
-    """(path, finished at as epoch, how many were found, where looked) of the newest backup."""
+# Each backup is a directory holding a backup_manifest; a missing root is no backup. The host's
+# own clock comes first, so that an age is measured on one clock. From / (the OS user may not
+# enter the login user's working directory).
+FIND_SCRIPT = (
+    'cd / && date +%s && { [ -d "$1" ] || exit 0; } && exec find "$1" -mindepth "$2"'
+    ' -maxdepth "$2" -type f -path "$1/$3" -printf "%T@ %h\\n"'
+)
+
+
+def newest_backup(
+    probe: Probe, role: str, backup_dir: str | None
+) -> tuple[str, float, int, str, float]:
+    """(path, finished at as epoch, how many were found, where looked, the host's time now) of
+    the newest backup, as the role's host sees its backup directory (every node's, by default)."""
     if backup_dir:
         root, depth, pattern = backup_dir.rstrip("/") or "/", "2", "*/backup_manifest"
     else:
-        root = str(drctl_home() / "backups" / _environment_name(probe))
-        depth, pattern = "4", "*/base/*/backup_manifest"
-    # From / (the OS user may not enter drctl's working directory); a missing root is no backup.
-    script = (
-        'cd / && [ -d "$1" ] || exit 0; exec find "$1" -mindepth "$2" -maxdepth "$2"'
-        ' -type f -path "$1/$3" -printf "%T@ %h\\n"'
-    )
-    out = probe.run(role, ["sh", "-c", script, "sh", root, depth, pattern], timeout=60).stdout
+        root, depth, pattern = default_backup_root(probe, role), "4", "*/base/*/backup_manifest"
+    name, _ = probe.node(role)
+    argv = ["sh", "-c", FIND_SCRIPT, "sh", root, depth, pattern]
+    out = probe.run(role, argv, timeout=60).stdout
+    clock, _, listing = out.partition("\n")
+    try:
+        now = float(clock.strip())
+    except ValueError:
+        raise InputError(
+            f"cannot read the time on {name} while looking for backups: {clock[:80]!r}", host=name
+        ) from None
     found = sorted(
         (float(when), path)
-        for when, _, path in (line.partition(" ") for line in out.splitlines())
+        for when, _, path in (line.partition(" ") for line in listing.splitlines())
         if path
     )
     if not found:
-        return "", 0.0, 0, root
-    return found[-1][1], found[-1][0], len(found), root
+        return "", 0.0, 0, root, now
+    return found[-1][1], found[-1][0], len(found), root, now
 
 
 def _iso(epoch: float) -> str:
@@ -320,11 +349,11 @@ def backup_age(probe: Probe, role: str, params: BackupAgeParams) -> Observation:
     expected = f"a backup finished within {format_seconds(params.max_age)}"
     if params.method == "archiver":
         return _archiver_age(probe, role, params, limits)
-    path, finished, count, root = newest_backup(probe, role, params.backup_dir)
+    path, finished, count, root, now = newest_backup(probe, role, params.backup_dir)
     if not path:
         observed = {"found": 0, "looked_in": root, "method": "drctl", "limits": limits}
         return Observation(observed, expected, False, f"no backup found in {root}")
-    age = round(max(0.0, time.time() - finished), 1)
+    age = round(max(0.0, now - finished), 1)  # both on the node's host's clock
     observed = {
         "found": count,
         "path": path,
@@ -343,11 +372,11 @@ def _archiver_age(
     row = probe.sql(role).query(
         "select current_setting('archive_mode'), archived_count, last_archived_wal,"
         " extract(epoch from last_archived_time), failed_count,"
-        " extract(epoch from last_failed_time)"
+        " extract(epoch from last_failed_time), extract(epoch from clock_timestamp())"
         " from pg_stat_archiver",
         timeout=10,
     )[0]
-    mode, archived, wal, last, failed, last_failed = row
+    mode, archived, wal, last, failed, last_failed, server_now = row
     expected = f"WAL archived within {format_seconds(params.max_age)}, no failure since"
     observed: dict[str, Any] = {
         "method": "archiver",
@@ -360,7 +389,7 @@ def _archiver_age(
         return Observation(observed, expected, False, "archive_mode is off")
     if last is None:
         return Observation(observed, expected, False, "no WAL segment archived yet")
-    age = round(max(0.0, time.time() - float(last)), 1)
+    age = round(max(0.0, float(server_now) - float(last)), 1)  # on the server's clock
     observed |= {"last_archived_wal": wal, "finished_at": _iso(float(last)), "age_seconds": age}
     failing = last_failed is not None and float(last_failed) > float(last)
     if failing:

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from drills.engine.listeners import Listener
 from drills.engine.loader import LoadedPlaybook
-from drills.engine.targets import RoleMap
+from drills.engine.roles import RoleMap
 from drills.model.durations import format_seconds
 from drills.model.environment import Environment
 from drills.model.playbook import Step

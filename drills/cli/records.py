@@ -153,7 +153,7 @@ def records_verify(
     keys = _keys(public_key)
     keys_from = "given with --public-key" if keys else "the site's keys directory"
     if bundle is not None:
-        from drills.records.export import verify_bundle
+        from drills.reports.export import verify_bundle
 
         verdict = verify_bundle(bundle, keys)
         if keys is None:
@@ -219,7 +219,7 @@ def records_export(
     ] = False,
 ) -> None:
     """Write a bundle an auditor can verify offline: records, evidence, public key, README."""
-    from drills.records.export import export_bundle
+    from drills.reports.export import export_bundle
 
     result = export_bundle(
         _store(), out, record_id=record_id, since=_date(since, "--since"), reports=not no_reports
@@ -360,7 +360,7 @@ def records_status(
 ) -> None:
     """Per playbook and environment: the last passing drill and its age, whether the playbook
     changed since, whether the next long public holiday is covered. Stale entries are flagged."""
-    from drills.records.freshness import freshness
+    from drills.ops.freshness import freshness
     from drills.reports.site import load_site_config
 
     site = load_site_config()

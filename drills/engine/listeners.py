@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from drills.engine.loader import LoadedPlaybook
-    from drills.engine.targets import RoleMap
+    from drills.engine.roles import RoleMap
     from drills.model.environment import Environment
     from drills.model.playbook import Step
     from drills.model.record import Record, StepRecord

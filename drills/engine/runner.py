@@ -41,7 +41,6 @@ from drills.engine.loader import (
     resolve_environment,
     resolve_playbook,
 )
-from drills.engine.lock import EnvironmentLock
 from drills.engine.policy import (
     after_failure,
     check_request,
@@ -69,6 +68,7 @@ from drills.model.record import (
 from drills.model.redact import redact_data, redact_model, register_environment
 from drills.model.request import RunRequest
 from drills.records.journal import Journal, read_journal
+from drills.records.lock import EnvironmentLock
 from drills.records.store import RecordStore
 
 __all__ = ["RunRequest", "Runner", "check_request", "run_playbook"]

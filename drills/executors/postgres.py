@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 from psycopg import conninfo
+from psycopg.sql import Composable
 
 from drills.model.environment import Node, read_password
 from drills.model.errors import CommandFailed, CommandTimeout, ConnectionFailed, InputError
@@ -128,6 +129,149 @@ class SqlExecutor:
             self._conn = None
 
 
+# -- read-only snapshots (table reconciliation) ------------------------------------------------
+
+SNAPSHOT_CONNECT_TIMEOUT = 10  # seconds, unless the DSN says otherwise
+
+
+def _database(side: str | None) -> str:
+    return f"{side} database" if side else "database"
+
+
+@contextmanager
+def errors(*, host: str | None = None, side: str | None = None, label: str = "") -> Iterator[None]:
+    """psycopg's errors inside the block become ours.
+
+    ``side`` names the database in messages (``"source"``: "the source database"), ``label`` is
+    its DSN without the password (``redact``), ``host`` the node, when there is one.
+    """
+    what = _database(side)
+    where = f" ({label})" if label else ""
+    try:
+        yield
+    except psycopg.errors.QueryCanceled as exc:
+        raise CommandTimeout(f"{what}: {_first_line(exc)}", host=host) from exc
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(f"lost the {what}{where}: {_first_line(exc)}", host=host) from exc
+    except psycopg.Error as exc:
+        raise CommandFailed(f"{what}: {_first_line(exc)}", returncode=1, host=host) from exc
+
+
+class SnapshotConnection:
+    """One ``REPEATABLE READ, READ ONLY`` transaction, kept open: every query sees the snapshot
+    its first one took, and nothing can be written. Errors are ours (``errors``)."""
+
+    def __init__(
+        self, conn: psycopg.Connection, *, host: str | None, side: str | None, label: str
+    ) -> None:
+        self._conn = conn
+        self.host = host
+        self.side = side
+        self.label = label
+
+    @property
+    def server_version(self) -> int:
+        """The server's version as a number (``180001`` for 18.1)."""
+        return int(self._conn.info.server_version)
+
+    def rows(self, query: str | Composable, params: Sequence[Any] | None = None) -> list[Row]:
+        """The rows of one statement (none for a statement without a result)."""
+        with errors(host=self.host, side=self.side, label=self.label):
+            cur = self._conn.execute(query, params)  # type: ignore[arg-type]
+            return list(cur.fetchall()) if cur.description else []
+
+    def cancel(self) -> None:
+        """Cancel the running statement, from another thread; never raises."""
+        with contextlib.suppress(Exception):
+            self._conn.cancel_safe(timeout=5)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()
+
+
+def open_snapshot(
+    dsn: str,
+    *,
+    application_name: str,
+    host: str | None = None,
+    side: str | None = None,
+    setup: Sequence[str] = (),
+    connect_timeout: int = SNAPSHOT_CONNECT_TIMEOUT,
+) -> SnapshotConnection:
+    """Connect and start one read-only ``REPEATABLE READ`` transaction, its snapshot taken.
+
+    ``setup``: session statements (``SET ...``) run first, outside the transaction. Raises
+    ``InputError`` for a DSN that cannot be read, ``ConnectionFailed`` (naming ``side`` and the
+    DSN without its password) when the server cannot be reached.
+    """
+    label, what = redact(dsn), _database(side)
+    invalid = f"invalid {side} DSN" if side else "invalid connection string"
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise InputError(f"{invalid}: {_first_line(exc)}", host=host) from exc
+    extra: dict[str, Any] = {"application_name": application_name}
+    if "connect_timeout" not in params:
+        extra["connect_timeout"] = connect_timeout
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, **extra)
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(
+            f"cannot connect to the {what} ({label}): {_first_line(exc)}", host=host
+        ) from exc
+    except psycopg.Error as exc:
+        raise InputError(f"{invalid} ({label}): {_first_line(exc)}", host=host) from exc
+    snapshot = SnapshotConnection(conn, host=host, side=side, label=label)
+    try:
+        with errors(host=host, side=side, label=label):
+            conn.execute("SET default_transaction_read_only = on")
+            for statement in setup:
+                conn.execute(statement)
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            conn.autocommit = False
+            conn.execute("SELECT 1")  # the transaction's first query takes its snapshot
+    except BaseException:
+        snapshot.close()
+        raise
+    return snapshot
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class WriterConnection:
+    """An autocommit connection for a background writer; knows which server it reached, by the
+    host and port libpq connected to (a multi-host DSN picks one)."""
+
+    def __init__(self, conn: psycopg.Connection, host: str) -> None:
+        self._conn = conn
+        self.host = host
+        self.endpoint: tuple[str, int] = (conn.info.host, int(conn.info.port))
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[Row]:
+        try:
+            cur = self._conn.execute(sql, params)
+            return list(cur.fetchall()) if cur.description else []
+        except psycopg.errors.QueryCanceled as exc:
+            raise CommandTimeout(_first_line(exc), host=self.host) from exc
+        except psycopg.OperationalError as exc:
+            raise ConnectionFailed(_first_line(exc), host=self.host) from exc
+        except psycopg.Error as exc:
+            raise CommandFailed(_first_line(exc), returncode=1, host=self.host) from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self._conn.close()
+
+
+def open_writer(dsn: str, *, host: str = "writer") -> WriterConnection:
+    try:
+        return WriterConnection(psycopg.connect(dsn, autocommit=True), host)
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(_first_line(exc), host=host) from exc
+    except psycopg.ProgrammingError as exc:
+        raise InputError(f"invalid connection string: {_first_line(exc)}") from exc

@@ -30,13 +30,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from drills.engine.documents import YamlDocument, model_problems, parse_model, read_yaml
 from drills.engine.loader import (
-    YamlDocument,
     bundled_playbooks,
     load_playbook,
-    model_problems,
-    parse_model,
-    read_yaml,
     resolve_environment,
     resolve_playbook,
 )

@@ -145,7 +145,7 @@ def load_settings() -> NotifySettings | None:
     path = notify_file()
     if not path.is_file():
         return None
-    from drills.engine.loader import parse_model, read_yaml
+    from drills.engine.documents import parse_model, read_yaml
 
     settings = parse_model(read_yaml(path), NotifySettings, "notification settings")
     return settings.model_copy(
