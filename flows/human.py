@@ -1,11 +1,12 @@
 """The drill flow's human hook: pause the flow run for a typed acknowledgement.
 
-``acknowledgement_from_ui`` is the ``human`` hook the flow gives the runner (``drills.engine.human``). It
-pauses the flow run with the ``AckForm`` (the Prefect UI renders it; ``resume_flow_run`` from
-code, or ``drctl ack``, fills it through the API), and at the same time watches for ``drctl
-ack``'s file (``$DRCTL_HOME/acks/<run_id>/<step_id>.json``), written when the command cannot
-reach this run's Prefect API (the ephemeral API of another process): the watcher resumes the flow
-run itself, in this process. Whichever comes first wins; the answer says which channel it was.
+``acknowledgement_from_ui`` is the ``human`` hook the flow gives the runner
+(``drills.engine.human``). It pauses the flow run with the ``AckForm`` (the Prefect UI renders it;
+``resume_flow_run`` from code, or ``drctl ack``, fills it through the API), and at the same time
+watches for ``drctl ack``'s file (``$DRCTL_HOME/acks/<run_id>/<step_id>.json``), written when the
+command cannot reach this run's Prefect API (the ephemeral API of another process): the watcher
+resumes the flow run itself, in this process. Whichever comes first wins; the answer says which
+channel it was.
 
 The moment received is the flow run input's own creation time on the Prefect server (for the
 file, the time ``drctl ack`` wrote in it), not the moment the pause noticed it (up to a poll

@@ -1,8 +1,8 @@
 """Helpers for the record-store and report tests (this module holds no tests).
 
-Records are made by the real runner (``drills.engine.runner.Runner``, no Prefect) on an environment of
-one local node with no database: shell steps on 127.0.0.1, nothing else. Each helper takes the
-DRCTL_HOME it works in, so tests never touch the session's home or its lab.
+Records are made by the real runner (``drills.engine.runner.Runner``, no Prefect) on an
+environment of one local node with no database: shell steps on 127.0.0.1, nothing else. Each
+helper takes the DRCTL_HOME it works in, so tests never touch the session's home or its lab.
 """
 
 from __future__ import annotations

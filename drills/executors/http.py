@@ -9,7 +9,38 @@ from typing import Any
 
 import httpx
 
-from drills.model.errors import CommandTimeout, ConnectionFailed, ExecutorError
+from drills.model.errors import (
+    CommandFailed,
+    CommandTimeout,
+    ConnectionFailed,
+    DrillError,
+    ExecutorError,
+    InputError,
+)
+
+# httpx's public exception classes and what each becomes: the first that matches wins.
+ERROR_TABLE: tuple[tuple[type[BaseException], type[DrillError]], ...] = (
+    (httpx.TimeoutException, CommandTimeout),
+    (httpx.TransportError, ConnectionFailed),  # connect, read, write, protocol, proxy, ...
+    (httpx.HTTPStatusError, CommandFailed),
+    (httpx.InvalidURL, InputError),
+    (httpx.UnsupportedProtocol, InputError),
+    (httpx.HTTPError, ExecutorError),
+    (httpx.StreamError, ExecutorError),
+    (httpx.CookieConflict, ExecutorError),
+)
+LIBRARY_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict)
+
+
+def translate(exc: BaseException, *, host: str, doing: str) -> DrillError:
+    """The one mapping from an httpx error to ours (``ERROR_TABLE``)."""
+    text = f"{doing}: {str(exc) or type(exc).__name__}"
+    for library_class, ours in ERROR_TABLE:
+        if isinstance(exc, library_class):
+            if issubclass(ours, CommandFailed):
+                return ours(text, returncode=1, host=host)
+            return ours(text, host=host)
+    return ExecutorError(text, host=host)
 
 
 @dataclass(frozen=True)
@@ -37,16 +68,8 @@ class HttpExecutor:
         started = time.monotonic()
         try:
             response = self._client.request(method, path, json=body)
-        except httpx.TimeoutException as exc:
-            raise CommandTimeout(
-                f"{method} {self.base_url}{path} timed out", host=self.host
-            ) from exc
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise ConnectionFailed(
-                f"{method} {self.base_url}{path}: {exc or type(exc).__name__}", host=self.host
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise ExecutorError(f"{method} {self.base_url}{path}: {exc}", host=self.host) from exc
+        except LIBRARY_ERRORS as exc:
+            raise translate(exc, host=self.host, doing=f"{method} {self.base_url}{path}") from exc
         return HttpResponse(response.status_code, response.text, time.monotonic() - started)
 
     def close(self) -> None:

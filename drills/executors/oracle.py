@@ -80,7 +80,7 @@ def errors(*, host: str | None = None, side: str | None = None, label: str = "")
     what, where = _database(side), f" ({label})" if label else ""
     try:
         yield
-    except oracledb.Error as exc:
+    except (oracledb.Error, oracledb.Warning) as exc:
         text = error_text(exc)
         if error_code(exc) == CANCELLED:
             raise CommandTimeout(f"{what}: {text}", host=host) from exc

@@ -12,7 +12,14 @@ from psycopg import conninfo
 from psycopg.sql import Composable
 
 from drills.model.environment import Node, read_password
-from drills.model.errors import CommandFailed, CommandTimeout, ConnectionFailed, InputError
+from drills.model.errors import (
+    CommandFailed,
+    CommandTimeout,
+    ConnectionFailed,
+    DrillError,
+    ExecutorError,
+    InputError,
+)
 
 Row = tuple[Any, ...]
 
@@ -77,12 +84,8 @@ class SqlExecutor:
     def _translated(self) -> Iterator[None]:
         try:
             yield
-        except psycopg.errors.QueryCanceled as exc:
-            raise CommandTimeout(_first_line(exc), host=self.host) from exc
-        except psycopg.OperationalError as exc:
-            raise ConnectionFailed(_first_line(exc), host=self.host) from exc
-        except psycopg.Error as exc:
-            raise CommandFailed(_first_line(exc), returncode=1, host=self.host) from exc
+        except LIBRARY_ERRORS as exc:
+            raise translate(exc, host=self.host) from exc
 
     def _run(
         self, conn: psycopg.Connection, sql: str, params: Sequence[Any] | None, timeout: float
@@ -149,12 +152,10 @@ def errors(*, host: str | None = None, side: str | None = None, label: str = "")
     where = f" ({label})" if label else ""
     try:
         yield
-    except psycopg.errors.QueryCanceled as exc:
-        raise CommandTimeout(f"{what}: {_first_line(exc)}", host=host) from exc
-    except psycopg.OperationalError as exc:
-        raise ConnectionFailed(f"lost the {what}{where}: {_first_line(exc)}", host=host) from exc
-    except psycopg.Error as exc:
-        raise CommandFailed(f"{what}: {_first_line(exc)}", returncode=1, host=host) from exc
+    except LIBRARY_ERRORS as exc:
+        lost = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+        text = f"lost the {what}{where}: " if lost else f"{what}: "
+        raise translate(exc, host=host, message=text + _first_line(exc)) from exc
 
 
 class SnapshotConnection:
@@ -238,6 +239,31 @@ def open_snapshot(
     return snapshot
 
 
+# psycopg's public exception classes and what each becomes: the first that matches wins.
+ERROR_TABLE: tuple[tuple[type[BaseException], type[DrillError]], ...] = (
+    (psycopg.errors.QueryCanceled, CommandTimeout),
+    (psycopg.OperationalError, ConnectionFailed),
+    (psycopg.InterfaceError, ConnectionFailed),
+    (psycopg.Error, CommandFailed),
+    (psycopg.Warning, CommandFailed),
+)
+LIBRARY_ERRORS = (psycopg.Error, psycopg.Warning)
+# Public exception classes that are not errors: ``Rollback`` is raised by code inside
+# ``conn.transaction()`` to end it, and psycopg itself catches it there.
+CONTROL_FLOW: tuple[type[BaseException], ...] = (psycopg.Rollback,)
+
+
+def translate(exc: BaseException, *, host: str | None, message: str | None = None) -> DrillError:
+    """The one mapping from a psycopg error to ours (``ERROR_TABLE``)."""
+    text = message or _first_line(exc)
+    for library_class, ours in ERROR_TABLE:
+        if isinstance(exc, library_class):
+            if issubclass(ours, CommandFailed):
+                return ours(text, returncode=1, host=host)
+            return ours(text, host=host)
+    return ExecutorError(text, host=host)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -256,12 +282,8 @@ class WriterConnection:
         try:
             cur = self._conn.execute(sql, params)
             return list(cur.fetchall()) if cur.description else []
-        except psycopg.errors.QueryCanceled as exc:
-            raise CommandTimeout(_first_line(exc), host=self.host) from exc
-        except psycopg.OperationalError as exc:
-            raise ConnectionFailed(_first_line(exc), host=self.host) from exc
-        except psycopg.Error as exc:
-            raise CommandFailed(_first_line(exc), returncode=1, host=self.host) from exc
+        except LIBRARY_ERRORS as exc:
+            raise translate(exc, host=self.host) from exc
 
     def close(self) -> None:
         with contextlib.suppress(psycopg.Error):
@@ -275,3 +297,24 @@ def open_writer(dsn: str, *, host: str = "writer") -> WriterConnection:
         raise ConnectionFailed(_first_line(exc), host=host) from exc
     except psycopg.ProgrammingError as exc:
         raise InputError(f"invalid connection string: {_first_line(exc)}") from exc
+
+
+def open_connection(dsn: str, *, host: str, connect_timeout: int = 10) -> Any:
+    """A plain autocommit connection (the record store's PostgreSQL back end), its connect
+    errors ours; run its statements inside ``errors(host=...)``."""
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
+    except LIBRARY_ERRORS as exc:
+        raise translate(exc, host=host) from exc
+
+
+def parse_dsn(dsn: str, what: str) -> dict[str, Any]:
+    """A DSN or URL as its parameters; an unreadable one is an InputError naming ``what``."""
+    try:
+        return dict(conninfo.conninfo_to_dict(dsn))
+    except psycopg.ProgrammingError as exc:
+        raise InputError(f"{what} is not a valid PostgreSQL URL: {_first_line(exc)}") from exc
+
+
+def make_dsn(**params: Any) -> str:
+    return conninfo.make_conninfo("", **params)

@@ -8,12 +8,12 @@
   (the journal and attachments of each record, as bytes) and ``drctl_head`` (the signed newest
   seq and hash).
 
-Sealing (see ``drills.records.chain`` for the format) happens in one transaction that holds the store's
-write lock, so concurrent drills get consecutive numbers and one chain. A finished record is
-never rewritten: the store refuses a second record with the same id, and triggers in both back
+Sealing (see ``drills.records.chain`` for the format) happens in one transaction that holds the
+store's write lock, so concurrent drills get consecutive numbers and one chain. A finished record
+is never rewritten: the store refuses a second record with the same id, and triggers in both back
 ends refuse UPDATE and DELETE on the chain and evidence tables. Triggers can be dropped by whoever
-owns the database; the hash chain and the signatures are what make a change *visible*
-(``drctl records verify``).
+owns the database; the hash chain and the signatures are what make a change *visible* (``drctl
+records verify``).
 
 A run that died has only its journal; reading it builds the record marked ``interrupted``
 without writing anything. Sealing it is an explicit step (``seal``: ``drctl records seal``, and
@@ -35,8 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from drills.records.lock import holder_if_alive
-from drills.model.errors import DrillError, InputError, RefusedError
+from drills.model.errors import DrillError, ExecutorError, InputError, RefusedError
 from drills.model.record import Record, build_record
 from drills.model.redact import redact, redact_data, register
 from drills.records.annotation import Annotation, Merged, merge
@@ -53,6 +52,7 @@ from drills.records.chain import (
     verify_head,
 )
 from drills.records.journal import read_journal
+from drills.records.lock import holder_if_alive
 from drills.records.signing import (
     PublicKey,
     SigningKey,
@@ -358,38 +358,38 @@ class PostgresBackend(_Reads):
     placeholder = "%s"
 
     def __init__(self, url: str) -> None:
-        import psycopg
-        from psycopg import conninfo
+        from drills.executors.postgres import make_dsn, parse_dsn
 
-        self.psycopg = psycopg
         self.url = url
-        try:
-            params = conninfo.conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise InputError(f"DRCTL_RECORDS_URL is not a valid PostgreSQL URL: {exc}") from exc
+        params = parse_dsn(url, "DRCTL_RECORDS_URL")
         register(str(params.pop("password", "") or ""))
-        self.location = "postgresql: " + conninfo.make_conninfo("", **params)
+        self.location = "postgresql: " + make_dsn(**params)
         with self._connect() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('drctl_records_schema'))")
             conn.execute(SCHEMA_POSTGRES)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[Any]:
-        psycopg = self.psycopg
+        # psycopg's errors become ours in drills.executors.postgres; here only what they mean
+        # for the store.
+        from drills.executors.postgres import errors, open_connection
+
         try:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            conn = open_connection(self.url, host="record store")
+        except DrillError as exc:
             raise StoreUnavailable(
-                f"cannot reach the record store ({self.location}): {redact(first)}"
+                f"cannot reach the record store ({self.location}): {redact(exc.message)}"
             ) from exc
         try:
-            yield conn
-        except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"record store ({self.location}): {redact(first)}") from exc
+            with errors(host="record store"):
+                yield conn
+        except (StoreError, StoreUnavailable):
+            raise
+        except ExecutorError as exc:
+            raise StoreError(f"record store ({self.location}): {redact(exc.message)}") from exc
         finally:
-            conn.close()
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def append(self, drafts: list[Draft], seal: Sealer) -> list[Entry]:
         entries = []
