@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from drills.engine.catalogue import Catalogue, default_catalogue, node_engine
 from drills.engine.targets import Targets
 from drills.model.environment import Environment
-from drills.model.errors import DrillError, InputError, RefusedError
+from drills.model.errors import ExecutorError, InputError, RefusedError
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def observe_roles(targets: Targets, catalogue: Catalogue | None = None) -> dict[
             continue
         try:
             observed[name] = observer(by_name, name)
-        except DrillError:
+        except ExecutorError:  # unreachable: down. Bad input (a missing secret) is raised.
             observed[name] = "down"
     return observed
 
