@@ -24,9 +24,13 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     from drills.lab.onehost import Lab
+    from drills.lab.twosite import TwoSiteLab
 
     try:
-        Lab(SESSION_HOME).down()
+        try:
+            Lab(SESSION_HOME).down()
+        finally:
+            TwoSiteLab(SESSION_HOME).down()
     finally:
         shutil.rmtree(SESSION_HOME, ignore_errors=True)
 
@@ -52,6 +56,24 @@ def lab(home: Path) -> Iterator[Path]:
     from drills.lab.onehost import Lab
 
     lab = Lab(home)
+    lab.up()
+    try:
+        yield home
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="session")
+def lab_ssh(home: Path) -> Iterator[Path]:
+    """The session's two-site lab (environment `lab-ssh`, reached over SSH), in the same home
+    as the one-host lab; torn down at the end of the session. Skipped where sshd cannot run."""
+    from drills.lab.sshd import sshd_available
+    from drills.lab.twosite import TwoSiteLab
+
+    problem = sshd_available()
+    if problem is not None:
+        pytest.skip(problem)
+    lab = TwoSiteLab(home)
     lab.up()
     try:
         yield home

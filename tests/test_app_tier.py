@@ -10,13 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from drills.engine.checking import run_check
 from drills.engine.loader import resolve_environment
 from drills.engine.targets import Targets
 from drills.lab import his
 from drills.lab.onehost import Lab
 from drills.model.clock import Clock
 from tests.helpers import drctl
-from verify.registry import run_check
 
 pytestmark = pytest.mark.lab
 

@@ -7,19 +7,19 @@ Exit codes: 0 passed; 1 ran but failed (a step or an objective); 2 invalid input
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from drills.cli.common import EXIT, console, err, run_request
+from drills.cli.env import register_env
 from drills.cli.incident import register_incident
-from drills.cli.ops import prefect_api_or_fallback, register_ops
+from drills.cli.ops import register_ops
 from drills.cli.records import register_records
 from drills.cli.verify import verify_app
 from drills.home import drctl_home, subdir
@@ -32,28 +32,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 lab_app = typer.Typer(
-    help="The local PostgreSQL lab: a primary and a streaming standby.", no_args_is_help=True
+    help="The local PostgreSQL lab: a primary and a streaming standby, on one host or on two "
+    "sites reached over SSH (--sites 2).",
+    no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(verify_app, name="verify")
 register_records(app)  # records, keys, report
 register_ops(app)
 register_incident(app)  # incident declare, ack
-
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXIT = {"passed": 0, "failed": 1, "aborted": 3, "interrupted": 3, "running": 3}
-
-
-def _prepare_prefect(verbose: bool = False) -> None:
-    """Prefect settings for a CLI run, unless the user set them: state under DRCTL_HOME, a
-    startup timeout that a fresh ephemeral API fits in, and quiet logs."""
-    os.environ.setdefault("PREFECT_HOME", str(subdir("prefect")))
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "drctl")
+register_env(app)  # env check
 
 
 # -- lab ---------------------------------------------------------------------------------------
@@ -65,6 +53,24 @@ def _lab(pg_bin: str | None = None) -> Any:
     return Lab(drctl_home(), pg_bin=pg_bin)
 
 
+def _two_site_lab(pg_bin: str | None = None) -> Any:
+    from drills.lab.twosite import TwoSiteLab
+
+    return TwoSiteLab(drctl_home(), pg_bin=pg_bin)
+
+
+def _sites_lab(sites: int, pg_bin: str | None = None) -> tuple[Any, str]:
+    """The lab for ``--sites N`` and its environment's name."""
+    if sites == 1:
+        return _lab(pg_bin), "lab"
+    if sites == 2:
+        return _two_site_lab(pg_bin), "lab-ssh"
+    raise InputError(f"--sites must be 1 (one host) or 2 (two sites over SSH), not {sites}")
+
+
+SITES_HELP = "1: the one-host lab; 2: two sites reached over SSH (needs root and openssh-server)."
+
+
 @lab_app.command("up")
 def lab_up(
     pg_bin: Annotated[
@@ -72,53 +78,95 @@ def lab_up(
     ] = None,
     primary_port: Annotated[int | None, typer.Option(help="Port for pg1 (default: free).")] = None,
     standby_port: Annotated[int | None, typer.Option(help="Port for pg2 (default: free).")] = None,
+    sites: Annotated[int, typer.Option("--sites", help=SITES_HELP)] = 1,
 ) -> None:
-    """Start the lab (or say it is already up) and write the environment `lab`."""
-    result = _lab(pg_bin).up(primary_port=primary_port, standby_port=standby_port)
+    """Start the lab (or say it is already up) and write its environment (`lab`, `lab-ssh`)."""
+    lab, environment = _sites_lab(sites, pg_bin)
+    if sites == 2:
+        if primary_port is not None or standby_port is not None:
+            raise InputError(
+                "--primary-port/--standby-port are for the one-host lab: the two-site lab "
+                "gives both servers one port number, free on both sites' addresses"
+            )
+        result = lab.up()
+    else:
+        result = lab.up(primary_port=primary_port, standby_port=standby_port)
     for message in result.messages:
         console.print(message)
     _print_lab(result.nodes)
-    console.print(f"environment: {result.environment_file} (use --env lab)")
+    console.print(f"environment: {result.environment_file} (use --env {environment})")
 
 
 @lab_app.command("status")
 def lab_status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Each node's live role, address, data directory and DSN."""
-    lab = _lab()
-    nodes = lab.status()
-    app = lab.app_status()
-    if json_out:
-        print(json.dumps({"nodes": [n.as_dict() for n in nodes], "app": app}, indent=2))
+    """Each node's live role, address, data directory and DSN (of every lab that exists)."""
+    labs = {name: lab for name, lab in (("lab", _lab()), ("lab-ssh", _two_site_lab()))}
+    existing = {name: lab for name, lab in labs.items() if lab.exists()}
+    if not existing:
+        labs["lab"].status()  # says there is no lab
         return
-    _print_lab(nodes)
-    if app is None:
-        console.print("HIS stand-in: not running (`drctl lab up` starts it)")
-    else:
-        console.print(f"HIS stand-in: {app['url']} (pid {app['pid']}), /health → {app['health']}")
+    shown = {name: (lab.status(), lab.app_status()) for name, lab in existing.items()}
+    if json_out:
+        as_json = {
+            name: {"nodes": [n.as_dict() for n in nodes], "app": app}
+            for name, (nodes, app) in shown.items()
+        }
+        first = next(iter(as_json))  # the one-host lab's, when it exists (as before)
+        print(json.dumps({"environment": first, **as_json[first], "labs": as_json}, indent=2))
+        return
+    for name, (nodes, app) in shown.items():
+        if len(shown) > 1 or name != "lab":
+            what = "one host" if name == "lab" else "two sites, reached over SSH"
+            console.rule(f"[bold]{name}[/] ({what})")
+        _print_lab(nodes)
+        if app is None:
+            console.print("HIS stand-in: not running (`drctl lab up` starts it)")
+        else:
+            console.print(
+                f"HIS stand-in: {app['url']} (pid {app['pid']}), /health → {app['health']}"
+            )
 
 
 @lab_app.command("down")
-def lab_down() -> None:
+def lab_down(
+    sites: Annotated[
+        int | None, typer.Option("--sites", help="Only this lab (default: every lab that exists).")
+    ] = None,
+) -> None:
     """Stop everything the lab started and remove it."""
-    from drills.engine.lock import force_unlock
+    from drills.records.lock import force_unlock
 
-    result = _lab().down()
-    if result.stopped:
-        console.print(f"stopped {', '.join(result.stopped)}")
-    for message in result.messages:
-        console.print(message)
-    if result.had_lab:
-        stale = force_unlock(subdir("locks"), "lab")
-        if stale is not None:
-            console.print(f"cleared the lab's lock left by {stale.describe()}")
+    if sites is None:
+        chosen = [(lab, name) for lab, name in (_sites_lab(1), _sites_lab(2)) if lab.exists()]
+        chosen = chosen or [_sites_lab(1)]  # says there is no lab
+    else:
+        chosen = [_sites_lab(sites)]
+    for lab, environment in chosen:
+        result = lab.down()
+        if result.stopped:
+            console.print(f"stopped {', '.join(result.stopped)}")
+        for message in result.messages:
+            console.print(message)
+        if result.had_lab:
+            stale = force_unlock(subdir("locks"), environment)
+            if stale is not None:
+                console.print(f"cleared the {environment} lock left by {stale.describe()}")
 
 
 def _print_lab(nodes: list[Any]) -> None:
     table = Table()
-    for column in ("node", "role", "address", "pid", "data directory"):
+    sites = bool(nodes) and hasattr(nodes[0], "sshd_port")
+    columns = ["node", "role", "address", "pid", "data directory"]
+    if sites:
+        columns[4:4] = ["site", "OS user", "sshd"]
+    for column in columns:
         table.add_column(column)
     for n in nodes:
-        table.add_row(n.name, n.role, f"{n.host}:{n.port}", str(n.pid or "—"), n.data_dir)
+        row = [n.name, n.role, f"{n.host}:{n.port}", str(n.pid or "—"), n.data_dir]
+        if sites:
+            sshd = f"{n.host}:{n.sshd_port} pid {n.sshd_pid or '—'}"
+            row[4:4] = [n.site, n.os_user, sshd + ("" if n.sshd_alive else " (down)")]
+        table.add_row(*row)
     console.print(table)
 
 
@@ -130,7 +178,8 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="Playbook or environment files.")],
 ) -> None:
     """Check playbooks and environments; report every problem at once (exit 2 if any)."""
-    from drills.engine.loader import load_environment_file, load_playbook, read_yaml
+    from drills.engine.documents import read_yaml
+    from drills.engine.loader import load_environment_file, load_playbook
 
     problems: list[Problem] = []
     for path in files:
@@ -282,7 +331,7 @@ def run(
         )
         fields["ticket"] = fields["approval"].ticket
     request = RunRequest(**fields)
-    record = _run_request(request, verbose=verbose, quiet=json_out)
+    record = run_request(request, verbose=verbose, quiet=json_out)
     if json_out:
         print(record.to_json())
     raise typer.Exit(EXIT[record.status])
@@ -332,35 +381,10 @@ def _cli_approval(
     return Approval(**{k: str(v) for k, v in given.items()}, via="cli")
 
 
-def _run_request(request: Any, *, verbose: bool = False, quiet: bool = False) -> Any:
-    from drills.cli.console import ConsoleProgress, print_record
-    from drills.engine.loader import load_playbook, resolve_environment, resolve_playbook
-    from drills.engine.runner import check_request
-    from drills.records.store import RecordStore
-
-    # Everything that can be refused is refused here, before Prefect starts.
-    loaded = load_playbook(resolve_playbook(request.playbook))
-    check_request(loaded, resolve_environment(request.environment), request)
-    _prepare_prefect(verbose)
-    out = Console(stderr=True, highlight=False) if quiet else console
-    # A failover must run when the Prefect server is down: then on the ephemeral API.
-    orchestrator = prefect_api_or_fallback(out)
-    from flows.drill import run_drill
-
-    if not quiet:
-        console.print("[dim]starting Prefect (the first run on a machine takes ~20 s)…[/]")
-    run_id = run_drill(request, progress=ConsoleProgress(out), orchestrator=orchestrator)
-    store = RecordStore(subdir("records"), subdir("locks"))
-    record = store.load(run_id)
-    if not quiet:
-        print_record(console, record, store.describe(record.id))
-    return record
-
-
 @app.command()
 def unlock(environment: Annotated[str, typer.Argument(help="Environment name.")]) -> None:
     """Release an environment's lock left by a run that died, after you checked the environment."""
-    from drills.engine.lock import force_unlock
+    from drills.records.lock import force_unlock
     from drills.records.store import RecordStore
 
     stale = force_unlock(subdir("locks"), environment)
@@ -383,21 +407,22 @@ def demo(
     pg_bin: Annotated[
         str | None, typer.Option("--pg-bin", help="PostgreSQL bin directory.")
     ] = None,
+    sites: Annotated[int, typer.Option("--sites", help=SITES_HELP)] = 1,
 ) -> None:
     """Bring the lab up, run the switchover and failover drills, summarise, take the lab down."""
     from drills.cli.console import measurements_line, styled
     from drills.engine.runner import RunRequest
     from drills.model.durations import format_seconds
 
-    lab = _lab(pg_bin)
-    console.rule("[bold]1/3 lab up")
+    lab, environment = _sites_lab(sites, pg_bin)
+    console.rule("[bold]1/3 lab up" + (" --sites 2" if sites == 2 else ""))
     up = lab.up()
     _print_lab(up.nodes)
     records = []
     try:
         for index, name in enumerate(("pg-switchover", "pg-failover"), 2):
             console.rule(f"[bold]{index}/3 {name}")
-            records.append(_run_request(RunRequest(playbook=name, environment="lab")))
+            records.append(run_request(RunRequest(playbook=name, environment=environment)))
     finally:
         if keep_lab:
             console.print("the lab keeps running (--keep-lab); `drctl lab down` stops it")

@@ -178,7 +178,7 @@ class Lab:
         return self.lab_dir / "his.log"
 
     def exists(self) -> bool:
-        with _lab_errors(f"cannot look for the lab state {self.state_file}"):
+        with lab_errors(f"cannot look for the lab state {self.state_file}"):
             return self.state_file.exists()
 
     def nodes(self) -> list[LabNode]:
@@ -187,7 +187,7 @@ class Lab:
 
     def status(self) -> list[NodeStatus]:
         state = self._load_state()
-        with _lab_errors("lab status failed"):
+        with lab_errors("lab status failed"):
             return [self._node_status(node) for node in state.nodes]
 
     def app_status(self) -> dict[str, object] | None:
@@ -204,13 +204,13 @@ class Lab:
         return {"name": "app", "role": "app", "url": app.base_url, "pid": app.pid, "health": health}
 
     def up(self, *, primary_port: int | None = None, standby_port: int | None = None) -> UpResult:
-        with _lab_errors("lab up failed"):
+        with lab_errors("lab up failed"):
             if self.exists():
                 return self._up_existing(primary_port, standby_port)
             return self._create(primary_port, standby_port)
 
     def down(self) -> DownResult:
-        with _lab_errors("lab down failed"):
+        with lab_errors("lab down failed"):
             return self._down()
 
     # ------------------------------------------------------------------ down
@@ -232,10 +232,10 @@ class Lab:
             else:
                 stopped.append(f"{node.name} (pid {pid})")
         for node in state.nodes:
-            _remove(node.data_dir, f"data directory of {node.name}")
-            _remove(node.log_file, f"log of {node.name}")
-        _remove(self.environment_file, "lab environment file")
-        _remove(self.state_file, "lab state file")
+            remove_path(node.data_dir, f"data directory of {node.name}")
+            remove_path(node.log_file, f"log of {node.name}")
+        remove_path(self.environment_file, "lab environment file")
+        remove_path(self.state_file, "lab state file")
         with contextlib.suppress(OSError):
             self.lab_dir.rmdir()  # only when empty: a copy of the binaries is kept for next time
         messages.append(
@@ -314,7 +314,7 @@ class Lab:
             )
             step = f"configuring {primary.name} in {primary.data_dir}"
             conf = primary.data_dir / "postgresql.conf"
-            _write_owned(conf, _read(conf) + _server_conf(primary.port), os_user)
+            _write_owned(conf, _read(conf) + server_conf(primary.port), os_user)
             _write_owned(primary.data_dir / "pg_hba.conf", _HBA, os_user)
 
             step = f"starting {primary.name} on {HOST}:{primary.port}"
@@ -372,11 +372,11 @@ class Lab:
             step = f"writing {self.state_file}"
             self._write_state(_State(pg_bin, os_user, ready=True, nodes=nodes))
         except BaseException as exc:
-            tail = _log_tail(log)  # read before the log is removed with the rest
+            tail = log_tail(log)  # read before the log is removed with the rest
             problems = self._undo(state, started, wrote_environment, created_lab_dir)
             if not isinstance(exc, Exception):
                 raise
-            message = f"lab up failed while {step}: {_describe(exc)}"
+            message = f"lab up failed while {step}: {describe_error(exc)}"
             if tail:
                 message += f"\nlast lines of {log}:\n{tail}"
             message += (
@@ -430,9 +430,9 @@ class Lab:
             except (DrillError, OSError) as exc:
                 message = (
                     f"could not start {node.name} on {HOST}:{node.port} ({node.data_dir}): "
-                    f"{_describe(exc)}; run `drctl lab down` first, then `drctl lab up`"
+                    f"{describe_error(exc)}; run `drctl lab down` first, then `drctl lab up`"
                 )
-                tail = _log_tail(node.log_file)
+                tail = log_tail(node.log_file)
                 if tail:
                     message += f"\nlast lines of {node.log_file}:\n{tail}"
                 raise LabError(message) from exc
@@ -472,20 +472,20 @@ class Lab:
             try:
                 self._stop_node(node, state)
             except (DrillError, OSError) as exc:
-                problems.append(_describe(exc))
+                problems.append(describe_error(exc))
         for node in state.nodes:
             for path, what in (
                 (node.data_dir, f"data directory of {node.name}"),
                 (node.log_file, f"log of {node.name}"),
             ):
                 try:
-                    _remove(path, what)
+                    remove_path(path, what)
                 except LabError as exc:
                     problems.append(str(exc))
         paths = [self.state_file] + ([self.environment_file] if wrote_environment else [])
         for path in paths:
             try:
-                _remove(path, str(path.name))
+                remove_path(path, str(path.name))
             except LabError as exc:
                 problems.append(str(exc))
         if created_lab_dir:
@@ -517,16 +517,14 @@ class Lab:
             try:
                 pwd.getpwnam(user)  # made meanwhile by someone else: fine
             except KeyError:
-                raise LabError(f"could not create system user {user}: {_describe(exc)}") from exc
+                raise LabError(
+                    f"could not create system user {user}: {describe_error(exc)}"
+                ) from exc
             return []
         return [f"created system user {user}"]
 
     def _can(self, user: str, argv: list[str]) -> bool:
-        try:
-            result = self._local.run(argv, user=user, check=False, timeout=30, cwd="/")
-        except ExecutorError:
-            return False
-        return result.returncode == 0
+        return can_run_as(user, argv)
 
     def _check_home_reachable(self, user: str) -> None:
         if not self._can(user, ["test", "-x", str(self.home)]):
@@ -537,62 +535,11 @@ class Lab:
             )
 
     def _user_can_run(self, pg_bin: Path, user: str) -> bool:
-        return all(
-            self._can(user, ["test", "-x", str(pg_bin / name)]) for name in REQUIRED_BINARIES
-        ) and all(
-            # --version loads the shared libraries too: a copy must find them.
-            self._can(user, [str(pg_bin / name), "--version"])
-            for name in ("postgres", "initdb", "pg_basebackup")
-        )
+        return user_can_run(pg_bin, user)
 
     def _reachable_bin(self, pg_bin: Path, user: str) -> tuple[Path, list[str]]:
         """``pg_bin``, or a copy under ``lab/`` that ``user`` can run when it cannot run those."""
-        if self._user_can_run(pg_bin, user):
-            return pg_bin, []
-        version = _pg_version(pg_bin)
-        root = pg_bin.parent
-        # A wheel repaired by auditwheel finds its vendored libraries through an RPATH of
-        # $ORIGIN/../../../<package>.libs: keep that layout in the copy.
-        wheel_libs = root.parent.parent / f"{root.parent.name}.libs"
-        target = self.lab_dir / f"pgsql-{version}"
-        copied_root = target / root.parent.name / root.name if wheel_libs.is_dir() else target
-        copied_bin = copied_root / pg_bin.name
-        messages: list[str] = []
-        if not (target.exists() and self._user_can_run(copied_bin, user)):
-            if target.exists():
-                _remove(target, "unusable copy of the PostgreSQL binaries")
-            try:
-                self.lab_dir.mkdir(parents=True, exist_ok=True)
-                self.lab_dir.chmod(0o755)
-                staging = Path(tempfile.mkdtemp(prefix=".pgsql-", dir=self.lab_dir))
-                try:
-                    inner = copied_root.relative_to(target)
-                    shutil.copytree(root, staging / inner, symlinks=True, dirs_exist_ok=True)
-                    if wheel_libs.is_dir():
-                        shutil.copytree(wheel_libs, staging / wheel_libs.name, symlinks=True)
-                    _make_readable(staging)
-                    staging.rename(target)
-                finally:
-                    if staging.exists():
-                        shutil.rmtree(staging, ignore_errors=True)
-            except OSError as exc:
-                raise LabError(
-                    f"could not copy the PostgreSQL binaries from {root} to {target}: "
-                    f"{_describe(exc)}"
-                ) from exc
-            messages.append(
-                f"user {user} cannot run the binaries in {pg_bin}: copied them to {target}"
-            )
-        if not self._user_can_run(copied_bin, user):
-            if messages:  # the copy made here is no use: leave nothing behind
-                with contextlib.suppress(LabError, OSError):
-                    _remove(target, "copy of the PostgreSQL binaries")
-                    self.lab_dir.rmdir()
-            raise LabError(
-                f"user {user} cannot run the PostgreSQL binaries in {pg_bin} nor in the copy "
-                f"{copied_bin}: point --pg-bin / DRCTL_PG_BIN at binaries it can run"
-            )
-        return copied_bin, messages
+        return reachable_bin(pg_bin, user, self.lab_dir)
 
     # ------------------------------------------------------------------ servers
 
@@ -630,10 +577,10 @@ class Lab:
                         stopped = True
                         break
                     except ExecutorError:
-                        if not _alive(pid):
+                        if not process_alive(pid):
                             stopped = True
                             break
-            if not stopped or _alive(pid):
+            if not stopped or process_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         _wait_processes_gone(node.data_dir, node.name)
@@ -715,7 +662,7 @@ class Lab:
             "# Roles are the roles the nodes were given: drills read the live role.\n"
         )
         text = header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
-        _atomic_write(self.environment_file, text)
+        atomic_write(self.environment_file, text)
 
     def _write_state(self, state: _State) -> None:
         data = {
@@ -735,7 +682,7 @@ class Lab:
                 for node in state.nodes
             ],
         }
-        _atomic_write(self.state_file, json.dumps(data, indent=2) + "\n")
+        atomic_write(self.state_file, json.dumps(data, indent=2) + "\n")
 
     def _load_state(self, *, lenient: bool = False) -> _State:
         """The lab's state. ``lenient``: an unreadable state file gives the default layout."""
@@ -767,7 +714,7 @@ class Lab:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             if not lenient:
                 raise LabError(
-                    f"cannot read the lab state {self.state_file}: {_describe(exc)}; "
+                    f"cannot read the lab state {self.state_file}: {describe_error(exc)}; "
                     "run `drctl lab down`"
                 ) from exc
         return _State(
@@ -785,14 +732,14 @@ class Lab:
 
 
 @contextlib.contextmanager
-def _lab_errors(action: str) -> Iterator[None]:
+def lab_errors(action: str) -> Iterator[None]:
     """Turn what escaped the detailed handling (an OSError, an executor error) into LabError."""
     try:
         yield
     except LabError:
         raise
     except (DrillError, OSError) as exc:
-        raise LabError(f"{action}: {_describe(exc)}") from exc
+        raise LabError(f"{action}: {describe_error(exc)}") from exc
 
 
 # ---------------------------------------------------------------------- configuration
@@ -804,11 +751,12 @@ host    replication  all  127.0.0.1/32  trust
 """
 
 
-def _server_conf(port: int) -> str:
+def server_conf(port: int, listen: str | None = HOST) -> str:
+    """The lab's server settings; ``listen``: listen_addresses (None: leave it to an include)."""
+    listen_line = f"listen_addresses = '{listen}'\n" if listen is not None else ""
     return f"""
 # ---- added by `drctl lab up` ----
-listen_addresses = '127.0.0.1'
-port = {port}
+{listen_line}port = {port}
 unix_socket_directories = ''
 wal_level = replica
 max_wal_senders = 10
@@ -891,7 +839,7 @@ def _choose_ports(primary: int | None, standby: int | None) -> tuple[int, int]:
         chosen_primary = primary if primary is not None else pick()
         chosen_standby = standby if standby is not None else pick()
     except OSError as exc:
-        raise LabError(f"cannot find a free port on {HOST}: {_describe(exc)}") from exc
+        raise LabError(f"cannot find a free port on {HOST}: {describe_error(exc)}") from exc
     finally:
         for sock in held:
             sock.close()
@@ -913,7 +861,7 @@ def _port_free(port: int) -> bool:
 # ---------------------------------------------------------------------- processes
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether the process exists and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -947,7 +895,7 @@ def _read_pid(data_dir: Path) -> int | None:
 def _running_pid(data_dir: Path) -> int | None:
     """The pid of the postmaster running in ``data_dir``, if one does."""
     pid = _read_pid(data_dir)
-    if pid is None or not _alive(pid):
+    if pid is None or not process_alive(pid):
         return None
     cwd = _cwd(pid)
     if cwd is not None and cwd != str(data_dir.resolve()):
@@ -964,7 +912,7 @@ def _processes_in(data_dir: Path) -> list[int]:
     except OSError:
         return []
     for entry in entries:
-        if entry.isdigit() and _cwd(int(entry)) == target and _alive(int(entry)):
+        if entry.isdigit() and _cwd(int(entry)) == target and process_alive(int(entry)):
             found.append(int(entry))
     return found
 
@@ -1024,11 +972,83 @@ def _pg_version(pg_bin: Path) -> str:
     try:
         result = LocalExecutor().run([str(pg_bin / "postgres"), "--version"], timeout=30)
     except ExecutorError as exc:
-        raise LabError(f"cannot run {pg_bin / 'postgres'} --version: {_describe(exc)}") from exc
+        raise LabError(
+            f"cannot run {pg_bin / 'postgres'} --version: {describe_error(exc)}"
+        ) from exc
     match = re.search(r"(\d+(?:\.\d+)?)", result.stdout)
     if not match:
         raise LabError(f"cannot tell the version of {pg_bin / 'postgres'}: {result.output!r}")
     return match.group(1)
+
+
+# ---------------------------------------------------------------------- binaries for a user
+
+
+def can_run_as(user: str, argv: list[str]) -> bool:
+    """Whether ``argv`` exits 0 when run as ``user`` (drctl being root)."""
+    try:
+        result = LocalExecutor("localhost").run(argv, user=user, check=False, timeout=30, cwd="/")
+    except ExecutorError:
+        return False
+    return result.returncode == 0
+
+
+def user_can_run(pg_bin: Path, user: str) -> bool:
+    return all(
+        can_run_as(user, ["test", "-x", str(pg_bin / name)]) for name in REQUIRED_BINARIES
+    ) and all(
+        # --version loads the shared libraries too: a copy must find them.
+        can_run_as(user, [str(pg_bin / name), "--version"])
+        for name in ("postgres", "initdb", "pg_basebackup")
+    )
+
+
+def reachable_bin(pg_bin: Path, user: str, directory: Path) -> tuple[Path, list[str]]:
+    """``pg_bin``, or a copy under ``directory`` that ``user`` can run when it cannot run those."""
+    if user_can_run(pg_bin, user):
+        return pg_bin, []
+    version = _pg_version(pg_bin)
+    root = pg_bin.parent
+    # A wheel repaired by auditwheel finds its vendored libraries through an RPATH of
+    # $ORIGIN/../../../<package>.libs: keep that layout in the copy.
+    wheel_libs = root.parent.parent / f"{root.parent.name}.libs"
+    target = directory / f"pgsql-{version}"
+    copied_root = target / root.parent.name / root.name if wheel_libs.is_dir() else target
+    copied_bin = copied_root / pg_bin.name
+    messages: list[str] = []
+    if not (target.exists() and user_can_run(copied_bin, user)):
+        if target.exists():
+            remove_path(target, "unusable copy of the PostgreSQL binaries")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o755)
+            staging = Path(tempfile.mkdtemp(prefix=".pgsql-", dir=directory))
+            try:
+                inner = copied_root.relative_to(target)
+                shutil.copytree(root, staging / inner, symlinks=True, dirs_exist_ok=True)
+                if wheel_libs.is_dir():
+                    shutil.copytree(wheel_libs, staging / wheel_libs.name, symlinks=True)
+                _make_readable(staging)
+                staging.rename(target)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+        except OSError as exc:
+            raise LabError(
+                f"could not copy the PostgreSQL binaries from {root} to {target}: "
+                f"{describe_error(exc)}"
+            ) from exc
+        messages.append(f"user {user} cannot run the binaries in {pg_bin}: copied them to {target}")
+    if not user_can_run(copied_bin, user):
+        if messages:  # the copy made here is no use: leave nothing behind
+            with contextlib.suppress(LabError, OSError):
+                remove_path(target, "copy of the PostgreSQL binaries")
+                directory.rmdir()
+        raise LabError(
+            f"user {user} cannot run the PostgreSQL binaries in {pg_bin} nor in the copy "
+            f"{copied_bin}: point --pg-bin / DRCTL_PG_BIN at binaries it can run"
+        )
+    return copied_bin, messages
 
 
 # ---------------------------------------------------------------------- files
@@ -1069,7 +1089,7 @@ def _write_owned(path: Path, text: str, user: str | None) -> None:
     path.chmod(0o600)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -1088,17 +1108,17 @@ def _make_readable(root: Path) -> None:
             path.chmod(mode | 0o444 | (0o111 if mode & 0o111 else 0))
 
 
-def _remove(path: Path, what: str) -> None:
+def remove_path(path: Path, what: str) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
     except OSError as exc:
-        raise LabError(f"cannot remove the {what} {path}: {_describe(exc)}") from exc
+        raise LabError(f"cannot remove the {what} {path}: {describe_error(exc)}") from exc
 
 
-def _log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
     if path is None:
         return ""
     try:
@@ -1108,7 +1128,7 @@ def _log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """A short account of an error: a failed command's last lines, an OSError's file."""
     if isinstance(exc, CommandFailed):
         output = "\n".join(exc.output.strip().splitlines()[-5:])
