@@ -19,9 +19,9 @@ import pytest
 from drills.model.errors import RefusedError
 from drills.model.record import Record
 from drills.records.chain import GENESIS, canonical, sha256
-from drills.reports.export import export_bundle, verify_bundle
 from drills.records.signing import read_public_key
 from drills.records.store import RecordStore
+from drills.reports.export import export_bundle, verify_bundle
 from tests.helpers import drctl
 from tests.test_records_support import home_env, make_home, outcome_records
 

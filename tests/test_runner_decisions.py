@@ -47,7 +47,9 @@ class FakeSql:
     ) -> list[tuple[Any, ...]]:
         return [(self.scalar(sql, params, timeout=timeout),)]
 
-    def scalar(self, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 10.0) -> Any:
+    def scalar(
+        self, sql: str, params: Sequence[Any] | None = None, *, timeout: float = 10.0
+    ) -> Any:
         role = self.world.roles[self.host]
         if role == "down":
             raise ConnectionFailed("connection refused", host=self.host)
@@ -114,7 +116,9 @@ class CommandParams(Params):
     command: str
 
 
-def _command_run(targets: Targets, role: str, params: CommandParams, timeout: float) -> ActionResult:
+def _command_run(
+    targets: Targets, role: str, params: CommandParams, timeout: float
+) -> ActionResult:
     targets.host(role).run([params.command])
     return ActionResult(params.command)
 
