@@ -79,3 +79,13 @@ def lab_ssh(home: Path) -> Iterator[Path]:
         yield home
     finally:
         lab.down()
+
+
+@pytest.fixture(params=["lab", "lab-ssh"])
+def any_lab(request: pytest.FixtureRequest) -> object:
+    """Each lab in turn: the one-host lab, then the two-site lab reached only over SSH. A test
+    that takes it runs the same playbook unchanged on both."""
+    from tests.labs import AnyLab
+
+    fixture = "lab" if request.param == "lab" else "lab_ssh"
+    return AnyLab(request.getfixturevalue(fixture), request.param)

@@ -1,24 +1,47 @@
 """Backups that really restore, on a real lab: pg_basebackup → pg_verifybackup → a scratch server
 recovered to the backup's end → reconciled with the source → removed; the same with pg_dump.
+The shipped playbooks do it all on the standby's host (pg2).
 
 Bad input must give a clear error in the record and leave the source untouched: an old backup, a
 flipped byte, a scratch directory without space, a missing table. Runs through the runner
 without Prefect, on a lab of its own (its own DRCTL_HOME).
+
+And everything happens on the node, through its host executor: a recording executor handed out
+by a fake connector sees every command and file of a backup and scratch restore, and the
+orchestrator's own DRCTL_HOME gets nothing but the run's state file.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from drills.engine.catalogue import Params
+from drills.engine.loader import resolve_environment
+from drills.engine.targets import LiveConnector, Targets
+from drills.engines.postgres.backupdir import TakeParams
+from drills.engines.postgres.basebackup import basebackup_run, verifybackup_run
+from drills.engines.postgres.compare import ScratchReconcileParams, reconcile_scratch_run
+from drills.engines.postgres.dump import DumpParams, dump_run, verifydump_run
+from drills.engines.postgres.restore import (
+    RestoreParams,
+    drop_scratch_run,
+    restore_dump_scratch_run,
+    restore_scratch_run,
+)
+from drills.executors.host import CommandResult, DiskUsage, HostExecutor, InstanceProcesses
+from drills.executors.local import LocalExecutor
 from drills.lab.onehost import Lab
-from tests.helpers import drctl
+from drills.model.environment import Node
+from tests.helpers import REPO, drctl
 from tests.pg_fixtures import (
     SEED,
     SEEDED_TABLES,
@@ -43,7 +66,9 @@ def home() -> Iterator[Path]:
         lab = Lab(home)
         lab.up()
         try:
-            sql(dsn_of(environment(home)["nodes"]["pg1"]), SEED)
+            nodes = environment(home)["nodes"]
+            sql(dsn_of(nodes["pg1"]), SEED)
+            wait_replayed(dsn_of(nodes["pg1"]), dsn_of(nodes["pg2"]))
             yield home
         finally:
             lab.down()
@@ -61,8 +86,19 @@ def source(home: Path) -> Iterator[str]:
 
 
 def assert_nothing_left(home: Path) -> None:
-    assert postgres_processes_under(home / "scratch") == []
-    assert not (home / "scratch" / "lab" / "pg1").exists()
+    """No scratch server beside the nodes' data directories, no run state left."""
+    assert postgres_processes_under(*(home / "lab").glob("drctl-scratch-*")) == []
+    assert list((home / "lab").glob("drctl-scratch-*")) == []
+    assert not (home / "scratch" / "lab" / "pg2").exists()
+
+
+def wait_replayed(primary: str, standby: str, deadline: float = 30) -> None:
+    """Until the standby has replayed everything the primary had written when asked."""
+    lsn = sql(primary, "select pg_current_wal_lsn()::text")[0][0]
+    end = time.monotonic() + deadline
+    while not sql(standby, "select pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))[0][0]:
+        assert time.monotonic() < end, f"the standby did not replay up to {lsn}"
+        time.sleep(0.05)
 
 
 def take_into(tmp_path: Path, directory: Path, shipped: str, step: str) -> Any:
@@ -95,8 +131,9 @@ def test_backup_verify_restores_to_the_backup_end_and_reconciles(home: Path, sou
     assert backup["taken"] is True
     assert backup["size_bytes"] > 10_000_000 and backup["files"] > 100
     assert 0 <= backup["age_seconds"] < 60 and backup["max_backup_age_seconds"] == 86400
-    assert Path(backup["path"]).parent == home / "backups" / "lab" / "pg1" / "base"
-    assert backup["end_lsn"] and backup["label"].startswith("drctl lab/pg1")
+    assert Path(backup["path"]).parent == home / "lab" / "drctl-backups" / "lab" / "pg2" / "base"
+    assert backup["end_lsn"] and backup["label"].startswith("drctl lab/pg2")
+    assert (backup["host"], backup["address"]) == ("pg2", "local")
     assert steps["main:verify_backup"].data["verified"] is True
 
     restore = steps["main:restore_scratch"].data
@@ -104,6 +141,9 @@ def test_backup_verify_restores_to_the_backup_end_and_reconciles(home: Path, sou
     assert restore["restored_to_lsn"] == backup["end_lsn"]
     assert 0 < restore["restore_seconds"] < 60
     assert restore["scratch_port"] not in {n["port"] for n in environment(home)["nodes"].values()}
+    assert restore["scratch_address"] == environment(home)["nodes"]["pg2"]["host"]
+    assert Path(restore["data_dir"]).parent == home / "lab" / "drctl-scratch-lab-pg2"
+    assert all(steps[s].data["host"] == "pg2" for s in steps)
 
     compared = steps["main:reconcile"].data
     assert compared["identical"] is True
@@ -261,7 +301,7 @@ def test_a_scratch_directory_without_space_fails_before_writing_anything(
     restore = steps_of(record)["main:restore_scratch"]
     assert restore.status == "failed"
     assert "not enough space for the scratch server" in restore.reason
-    assert f"{tiny_scratch} on pg1 has 1.0 MiB free" in restore.reason
+    assert f"{tiny_scratch} on pg2 has 1.0 MiB free" in restore.reason
     assert "nothing was written" in restore.reason
     assert restore.data["free_bytes"] < restore.data["needed_bytes"]
     assert list(tiny_scratch.iterdir()) == []
@@ -292,8 +332,8 @@ def test_a_missing_table_is_named_and_the_scratch_server_is_removed(
 def test_a_change_after_the_backup_point_is_found_row_by_row(
     home: Path, source: str, tmp_path: Path
 ) -> None:
-    """The comparison is real: a table changed on the source after the backup differs, and the
-    record names the table and the rows."""
+    """The comparison is real: a table changed on the primary after the backup, and replayed on
+    the standby it was taken from, differs, and the record names the table and the rows."""
     sql(source, "create table public.scribble (id int primary key, v text)")
     sql(source, "insert into public.scribble select g, 'v' || g from generate_series(1, 50) g")
     try:
@@ -306,8 +346,12 @@ def test_a_change_after_the_backup_point_is_found_row_by_row(
                 " delete from public.scribble where id = 9;"
                 " insert into public.scribble values (51, 'new')"
             },
+            "verify": [{"check": "pg.replay_lag", "target": "standby", "with": {"max_bytes": 0}}],
+            "within": "10s",
         }
         playbook = variant(tmp_path, "pg-backup-verify", insert_after={"restore_scratch": change})
+        data = yaml.safe_load(playbook.read_text())
+        playbook.write_text(yaml.safe_dump({**data, "roles": ["primary", "standby"]}))
         record = run(playbook)
     finally:
         sql(source, "drop table public.scribble")
@@ -335,7 +379,8 @@ def test_a_scratch_server_left_by_a_crashed_run_is_removed_by_the_next(
     home: Path, source: str, tmp_path: Path
 ) -> None:
     """A run that dies after the restore leaves its scratch server and state file; the next run
-    finds them under $DRCTL_HOME/scratch and removes them before it restores again."""
+    finds them through the run state in $DRCTL_HOME/scratch and removes them on the node's host
+    before it restores again."""
     crashed = variant(
         tmp_path,
         "pg-backup-verify",
@@ -346,7 +391,7 @@ def test_a_scratch_server_left_by_a_crashed_run_is_removed_by_the_next(
     assert first.status == "passed", first.reason
     left = first.steps[-1].data["data_dir"]
     assert postgres_processes_under(left) != []
-    assert (home / "scratch" / "lab" / "pg1" / "state.json").is_file()
+    assert (home / "scratch" / "lab" / "pg2" / "state.json").is_file()
 
     record = run("pg-backup-verify")
 
@@ -360,8 +405,8 @@ def test_validate_and_plan_show_the_real_commands(home: Path) -> None:
     names = ["pg-backup-verify", "pg-dump-restore-verify", "pg-migrate"]
     result = drctl("validate", *[f"playbooks/{n}.yaml" for n in names], home=home)
     assert result.returncode == 0, result.stdout + result.stderr
-    made = ("backups", "scratch")
-    before = sorted(p for d in made if (home / d).exists() for p in (home / d).rglob("*"))
+    made = [home / "lab" / "drctl-backups", home / "scratch", *(home / "lab").glob("drctl-scr*")]
+    before = sorted(p for d in made if d.exists() for p in d.rglob("*"))
 
     backup = drctl("plan", "pg-backup-verify", "--env", "lab", home=home)
     assert backup.returncode == 0, backup.stderr
@@ -373,11 +418,174 @@ def test_validate_and_plan_show_the_real_commands(home: Path) -> None:
         "recovery_target = 'immediate'",
         "finished more than 24h00m ago",
         "nothing was run.",
+        "on pg2: ",  # what runs on the standby's host, as its OS user
+        f"{home}/lab/drctl-backups/lab/pg2/base",
+        f"{home}/lab/drctl-scratch-lab-pg2",
     ):
         assert text in backup.stdout, text
     dump = drctl("plan", "pg-dump-restore-verify", "--env", "lab", home=home)
     assert dump.returncode == 0, dump.stderr
     for text in ("pg_dump -Fc", "--exclude-schema=drctl", "pg_restore --list", "initdb"):
         assert text in dump.stdout, text
-    after = sorted(p for d in made if (home / d).exists() for p in (home / d).rglob("*"))
+    after = sorted(p for d in made if d.exists() for p in d.rglob("*"))
     assert after == before  # plan ran nothing and made nothing
+
+
+# -- everything on the node, through its host executor -------------------------------------------
+
+
+class RecordingHost(LocalExecutor):
+    """A host executor that writes down every operation it is asked for, then does it here.
+
+    Its address is not "local", as a remote node's would not be: a step that reached the node
+    some other way would not carry it in its data."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host)
+        self.calls: list[tuple[str, ...]] = []
+
+    @property
+    def address(self) -> str:
+        return f"recording@{self.host}"
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        self.calls.append(("run", *argv))
+        return super().run(argv, **kwargs)
+
+    def read_file(self, path: str, *, user: str | None = None) -> str | None:
+        self.calls.append(("read_file", path))
+        return super().read_file(path, user=user)
+
+    def write_file(
+        self, path: str, text: str, *, user: str | None = None, mode: int = 0o600
+    ) -> None:
+        self.calls.append(("write_file", path))
+        super().write_file(path, text, user=user, mode=mode)
+
+    def exists(self, path: str, *, user: str | None = None) -> bool:
+        self.calls.append(("exists", path))
+        return super().exists(path, user=user)
+
+    def make_dirs(
+        self, path: str, *, owner: str | None = None, mode: int = 0o700, user: str | None = None
+    ) -> None:
+        self.calls.append(("make_dirs", path))
+        super().make_dirs(path, owner=owner, mode=mode, user=user)
+
+    def instance_processes(self, data_dir: str, *, user: str | None = None) -> InstanceProcesses:
+        self.calls.append(("instance_processes", data_dir))
+        return super().instance_processes(data_dir, user=user)
+
+    def signal(self, pids: Sequence[int], signal_name: str, *, user: str | None = None) -> None:
+        self.calls.append(("signal", signal_name, *map(str, pids)))
+        super().signal(pids, signal_name, user=user)
+
+    def free_port(self, address: str) -> int:
+        self.calls.append(("free_port", address))
+        return super().free_port(address)
+
+    def disk_usage(self, path: str, *, user: str | None = None) -> DiskUsage:
+        self.calls.append(("disk_usage", path))
+        return super().disk_usage(path, user=user)
+
+    def words(self) -> list[str]:
+        return [word for call in self.calls for word in call]
+
+
+class RecordingConnector(LiveConnector):
+    """Hands out one RecordingHost per node (the real SQL sessions otherwise)."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, RecordingHost] = {}
+
+    def host(self, name: str, node: Node) -> HostExecutor:
+        self.hosts[name] = RecordingHost(name)
+        return self.hosts[name]
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+
+
+@pytest.mark.parametrize("kind", ["backup", "dump"])
+def test_a_restore_test_works_only_through_the_nodes_host_executor(
+    home: Path, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Every command, file, directory, port and process of a backup (or dump), its scratch
+    restore and its removal goes through the standby's host executor; the orchestrator's own
+    DRCTL_HOME (a different directory here, as on a third host) gets only the run's state."""
+    env = resolve_environment(str(home / "environments" / "lab.yaml"))
+    orchestrator = tmp_path / "orchestrator-home"
+    orchestrator.mkdir()
+    monkeypatch.setenv("DRCTL_HOME", str(orchestrator))
+    connector = RecordingConnector()
+    targets = Targets(env, {"standby": "pg2"}, connector)
+    standby = env.nodes["pg2"]
+    steps: list[dict[str, Any]] = []
+    try:
+        if kind == "backup":
+            steps.append(basebackup_run(targets, "standby", TakeParams(), 120).data)
+            steps.append(verifybackup_run(targets, "standby", Params(), 120).data)
+            steps.append(restore_scratch_run(targets, "standby", RestoreParams(), 120).data)
+        else:
+            steps.append(dump_run(targets, "standby", DumpParams(), 120).data)
+            steps.append(verifydump_run(targets, "standby", Params(), 120).data)
+            steps.append(restore_dump_scratch_run(targets, "standby", RestoreParams(), 120).data)
+        steps.append(reconcile_scratch_run(targets, "standby", ScratchReconcileParams(), 120).data)
+        assert files_under(orchestrator) == ["scratch/lab/pg2/state.json"]
+    finally:
+        steps.append(drop_scratch_run(targets, "standby", Params(), 60).data)
+        targets.close()
+
+    assert files_under(orchestrator) == []  # the state went with the scratch server
+    assert list(connector.hosts) == ["pg2"]
+    host = connector.hosts["pg2"]
+    assert all((s["host"], s["address"]) == ("pg2", "recording@pg2") for s in steps)
+    words = host.words()
+    taken = steps[0]["path"]
+    assert taken.startswith(f"{home}/lab/drctl-backups/lab/pg2/")
+    assert Path(taken).exists()  # on the node's side, and kept
+    program = "pg_basebackup" if kind == "backup" else "pg_dump"
+    for expected in (program, "pg_ctl", "start", "stop", "rm"):
+        assert any(w.endswith(expected) for w in words), expected
+    scratch = str(home / "lab" / "drctl-scratch-lab-pg2")
+    assert ("make_dirs", scratch) in host.calls
+    assert ("free_port", standby.host) in host.calls
+    assert ("instance_processes", f"{scratch}/data") in host.calls
+    assert any(c[0] == "disk_usage" for c in host.calls)
+    assert steps[2]["scratch_address"] == standby.host
+    assert not any(str(orchestrator) in w for w in words)
+    assert_nothing_left(home)
+
+
+def test_the_backup_modules_touch_no_local_file_process_or_socket() -> None:
+    """What runs on a node goes through its executor: these modules import nothing that would
+    reach the orchestrator's own processes, files or sockets (the run state's file aside), and no
+    database driver (its errors are translated in drills.executors.postgres only)."""
+    forbidden = {"os", "subprocess", "socket", "pwd", "shutil", "psycopg", "pathlib"}
+    modules = [
+        "backup",
+        "backupdir",
+        "basebackup",
+        "compare",
+        "dump",
+        "freeze",
+        "migrate",
+        "restore",
+        "scratch",
+        "servers",
+        "transfer",
+    ]
+    for module in modules:
+        source = (REPO / "drills" / "engines" / "postgres" / f"{module}.py").read_text()
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+        roots = {name.split(".")[0] for name in imported}
+        assert not roots & forbidden, (module, roots & forbidden)
+        assert "drills.executors.local" not in imported, module
+    state = (REPO / "drills" / "engines" / "postgres" / "runstate.py").read_text()
+    assert "drctl_home" in state  # the one file of the orchestrator's own: the run's state

@@ -1,4 +1,5 @@
-"""Drills on the real lab: PostgreSQL primary and standby on 127.0.0.1, real Prefect flows.
+"""Drills on the real labs: PostgreSQL primary and standby on 127.0.0.1, and two sites reached
+only over SSH (127.0.0.2 and 127.0.0.3); real Prefect flows.
 
 The switchover and failover run through the Prefect flow (one flow run, a task run per step) on
 the session's Prefect test harness; runner semantics (gates, fencing, rollback) run through the
@@ -26,6 +27,7 @@ from drills.lab.onehost import Lab
 from drills.model.record import Record
 from drills.records.store import RecordStore
 from tests.helpers import REPO, drctl
+from tests.labs import AnyLab
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
 
@@ -87,15 +89,17 @@ def task_run_names(api: str, flow_run_id: str) -> list[str]:
         return [r.name for r in runs]
 
 
-def test_switchover_runs_as_a_prefect_flow(lab: Path, prefect_api: str) -> None:
+def test_switchover_runs_as_a_prefect_flow(any_lab: AnyLab, prefect_api: str) -> None:
     from flows.drill import run_drill
 
-    wait_streaming(lab)
-    before = roles_now(lab)
-    record = store(lab).load(run_drill(RunRequest(playbook="pg-switchover", environment="lab")))
+    any_lab.wait_streaming()
+    before = any_lab.roles_now()
+    record = any_lab.store.load(
+        run_drill(RunRequest(playbook="pg-switchover", environment=any_lab.env))
+    )
 
     assert record.status == "passed", record.reason
-    after = roles_now(lab)
+    after = any_lab.roles_now()
     assert after == {
         name: "standby" if role == "primary" else "primary" for name, role in before.items()
     }
@@ -135,6 +139,9 @@ def test_switchover_runs_as_a_prefect_flow(lab: Path, prefect_api: str) -> None:
         m.service_probe is not None and m.service_probe.first_write_node == record.roles["standby"]
     )
     assert_timings_in_order(record)
+    # Every step ran on the host of its node: over SSH at the two sites.
+    executors = {n["executor"] for n in record.environment["nodes"].values()}
+    assert executors == ({"ssh", "local"} if any_lab.env == "lab-ssh" else {"local"})
     # One flow run, one task run per step, named after the step.
     flow_run_id = record.orchestrator["prefect_flow_run_id"]
     assert task_run_names(prefect_api, flow_run_id) == [s.id for s in record.steps]
@@ -144,18 +151,20 @@ def test_switchover_runs_as_a_prefect_flow(lab: Path, prefect_api: str) -> None:
         .sha256((REPO / "playbooks/pg-switchover.yaml").read_bytes())
         .hexdigest()
     )
-    wait_streaming(lab)
+    any_lab.wait_streaming()
 
 
-def test_failover_crashes_fences_promotes_and_rejoins(lab: Path, prefect_api: str) -> None:
+def test_failover_crashes_fences_promotes_and_rejoins(any_lab: AnyLab, prefect_api: str) -> None:
     from flows.drill import run_drill
 
-    wait_streaming(lab)
-    before = roles_now(lab)
-    record = store(lab).load(run_drill(RunRequest(playbook="pg-failover", environment="lab")))
+    any_lab.wait_streaming()
+    before = any_lab.roles_now()
+    record = any_lab.store.load(
+        run_drill(RunRequest(playbook="pg-failover", environment=any_lab.env))
+    )
 
     assert record.status == "passed", record.reason
-    assert roles_now(lab) == {
+    assert any_lab.roles_now() == {
         name: "standby" if role == "primary" else "primary" for name, role in before.items()
     }
     steps = {s.id: s for s in record.steps}
@@ -171,7 +180,7 @@ def test_failover_crashes_fences_promotes_and_rejoins(lab: Path, prefect_api: st
     assert m.lost_writes is not None and m.rpo_seconds is not None
     assert record.overrides_used == []
     assert_timings_in_order(record)
-    wait_streaming(lab)
+    any_lab.wait_streaming()
 
 
 def test_real_failover_refuses_to_promote_while_the_old_primary_takes_writes(lab: Path) -> None:

@@ -1,6 +1,7 @@
 """Migration on real servers: a database of the lab's primary (role source) moves to an
-independent server (role target) by dump and restore, with writes stopped; every table is
-reconciled and the downtime recorded.
+independent server (role target, listening on 127.0.0.3 as a second site's would) by dump and
+restore, with writes stopped; every table is reconciled and the downtime recorded. With the two
+nodes on different hosts, the dump is copied between them through their executors.
 
 Bad input gets a clear error in the record and leaves the source untouched: an unreachable
 target, a missing table, a target that is not empty, mismatched column sets; a failure after
@@ -16,9 +17,16 @@ from typing import Any
 import pytest
 import yaml
 
-from drills.engines.postgres.backup import init_instance
-from drills.engines.postgres.scratch import Instance, free_port
+from drills.engine.loader import resolve_environment
+from drills.engine.targets import Targets
+from drills.engines.postgres.dump import DumpParams, dump_run
+from drills.engines.postgres.migrate import RestoreDumpParams, restore_dump_run
+from drills.engines.postgres.runstate import update_state
+from drills.engines.postgres.scratch import Instance, ScratchServer, init_instance
+from drills.engines.postgres.transfer import copy_file
+from drills.executors.local import LocalExecutor
 from drills.lab.onehost import Lab, find_pg_bin
+from drills.model.errors import CommandFailed
 from tests.pg_fixtures import (
     RUN_AS,
     SEED,
@@ -34,33 +42,41 @@ from tests.pg_fixtures import (
     user_dir,
     variant,
 )
+from tests.test_backup import RecordingConnector, RecordingHost
 
 pytestmark = [pytest.mark.lab]
 
 DATABASE = "his_prod"
+TARGET_HOST = "127.0.0.3"  # another loopback address: drctl must connect where the node says
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    return LocalExecutor().free_port(address)
 
 
 @pytest.fixture(scope="module")
 def home() -> Iterator[Path]:
-    """A lab whose primary pg1 holds database his_prod, an independent empty server, and an
-    environment `migrate` naming them source and target."""
+    """A lab whose primary pg1 holds database his_prod, an independent empty server on
+    127.0.0.3, and an environment `migrate` naming them source and target."""
     with private_home("drctl-migrate-") as home:
         lab = Lab(home)
         lab.up()
-        target: Instance | None = None
+        target: ScratchServer | None = None
         try:
             lab_env = environment(home)
             pg1 = lab_env["nodes"]["pg1"]
             sql(dsn_of(pg1), f"create database {DATABASE}")
             sql(dsn_of(pg1, DATABASE), SEED)
             bin_dir = pg1["postgres"]["bin_dir"] or str(find_pg_bin())
-            target = Instance(
+            instance = Instance(
                 directory=str(user_dir(home / "target") / "drctl-scratch-migrate-target"),
-                port=free_port(),
+                port=free_port(TARGET_HOST),
+                address=TARGET_HOST,
                 bin_dir=bin_dir,
                 os_user=RUN_AS,
-                host="dst",
+                node="dst",
             )
+            target = ScratchServer(instance, LocalExecutor("dst"))
             init_instance(target, user="postgres", password=None, timeout=120)
             target.start(60)
             source = {**pg1, "role": "source"}
@@ -71,10 +87,10 @@ def home() -> Iterator[Path]:
                     "src": source,
                     "dst": {
                         "role": "target",
-                        "host": "127.0.0.1",
-                        "port": target.port,
+                        "host": TARGET_HOST,
+                        "port": instance.port,
                         "postgres": {
-                            "data_dir": target.data_dir,
+                            "data_dir": instance.data_dir,
                             "bin_dir": bin_dir,
                             **({"os_user": RUN_AS} if RUN_AS else {}),
                             "user": "postgres",
@@ -138,7 +154,10 @@ def test_migration_moves_every_table_and_records_the_downtime(
     assert steps["main:preflight"].data["target_database_exists"] is False
     frozen = steps["main:freeze_source"].checks[0]
     assert (frozen.check, frozen.observed) == ("pg.rejects_writes", "read-only")
-    assert steps["main:restore_target"].data["created_database"] is True
+    restored = steps["main:restore_target"].data
+    assert restored["created_database"] is True
+    assert restored["transfer"]["how"] == "none: src and dst are on the same host"
+    assert (restored["host"], steps["main:dump_source"].data["host"]) == ("dst", "src")
     compared = steps["main:reconcile_tables"].data
     assert compared["identical"] is True and compared["database"] == DATABASE
     assert {t["table"] for t in compared["tables"]} == SEEDED_TABLES
@@ -160,7 +179,7 @@ def test_an_unreachable_target_is_a_clear_error_and_the_source_is_untouched(
     home: Path, source: str, tmp_path: Path
 ) -> None:
     env = environment(home, "migrate")
-    closed = free_port()
+    closed = free_port(TARGET_HOST)
     env["nodes"]["dst"]["port"] = closed
     path = tmp_path / "migrate-nowhere.yaml"
     path.write_text(yaml.safe_dump({**env, "name": "migrate-nowhere"}))
@@ -169,7 +188,7 @@ def test_an_unreachable_target_is_a_clear_error_and_the_source_is_untouched(
     assert record.status == "aborted"
     preflight = steps_of(record)["main:preflight"]
     assert preflight.status == "failed"
-    assert f"the target dst (127.0.0.1:{closed}, database {DATABASE}) cannot be reached" in (
+    assert f"the target dst ({TARGET_HOST}:{closed}, database {DATABASE}) cannot be reached" in (
         preflight.reason
     )
     assert "Connection refused" in preflight.reason
@@ -271,3 +290,121 @@ def test_a_failure_after_writes_stopped_rolls_back_and_the_source_takes_writes(
     assert released.checks[0].observed == "committed"
     assert "takes writes again" in released.output
     # The source fixture checks that it is writable again and unchanged.
+
+
+# -- the dump between two hosts ------------------------------------------------------------------
+
+
+def test_a_dump_moves_from_the_source_host_to_the_target_host_through_their_executors(
+    home: Path, source: str, target: str
+) -> None:
+    """Two nodes on two hosts (their executors' addresses differ): pg_dump runs on the source's
+    host, the dump is copied to the target's host through the two executors and checked there,
+    pg_restore runs on the target's host, and the copy is removed."""
+    env = resolve_environment(str(home / "environments" / "migrate.yaml"))
+    connector = RecordingConnector()
+    targets = Targets(env, {"source": "src", "target": "dst"}, connector)
+    try:
+        dump = dump_run(targets, "source", DumpParams(), 120).data
+        restored = restore_dump_run(targets, "target", RestoreDumpParams(source="source"), 120)
+    finally:
+        update_state("migrate", "src", dump=None)
+        targets.close()
+
+    data = restored.data
+    transfer = data["transfer"]
+    assert transfer["how"] == (
+        "copied from src (recording@src) to dst (recording@dst) through drctl"
+    )
+    assert transfer["bytes"] == dump["size_bytes"] and transfer["sha256"] == dump["sha256"]
+    assert transfer["chunks"] >= 1 and "copied from src in" in restored.output
+    dst_dir = Path(env.nodes["dst"].postgres.data_dir).parent  # type: ignore[union-attr]
+    assert transfer["target_path"].startswith(f"{dst_dir}/drctl-backups/migrate/dst/migration/")
+    assert not Path(transfer["target_path"]).exists()  # removed after the restore
+    assert data["tables_restored"] == len(SEEDED_TABLES)
+    assert (data["host"], data["address"], dump["host"]) == ("dst", "recording@dst", "src")
+    src, dst = connector.hosts["src"], connector.hosts["dst"]
+    assert any(w.endswith("pg_dump") for w in src.words())
+    assert not any(w.endswith("pg_restore") for w in src.words())
+    assert any(w.endswith("pg_restore") for w in dst.words())
+    assert any("base64 -d" in w for w in dst.words()) and any("dd if=" in w for w in src.words())
+    assert fingerprint(dsn_of(nodes(home)["dst"]))["tables"].keys() == (
+        fingerprint(source)["tables"].keys()
+    )
+
+
+def test_a_dump_too_big_to_copy_fails_before_anything_is_restored(
+    home: Path, source: str, target: str
+) -> None:
+    env = resolve_environment(str(home / "environments" / "migrate.yaml"))
+    targets = Targets(env, {"source": "src", "target": "dst"}, RecordingConnector())
+    big = {"path": "/nowhere/his_prod.dump", "size_bytes": 3 * 1024 * 1024, "database": DATABASE}
+    update_state("migrate", "src", dump=big)
+    try:
+        with pytest.raises(CommandFailed) as failed:
+            restore_dump_run(
+                targets, "target", RestoreDumpParams(source="source", max_transfer_mib=2), 60
+            )
+    finally:
+        update_state("migrate", "src", dump=None)
+        targets.close()
+    assert "is 3.0 MiB, more than max_transfer_mib 2 MiB" in str(failed.value)
+    assert "nothing was restored" in str(failed.value)
+    dbs = sql(target, "select count(*) from pg_database where datname = %s", (DATABASE,))
+    assert dbs[0][0] == 0
+
+
+def test_copy_file_goes_chunk_by_chunk_and_checks_the_copy(tmp_path: Path) -> None:
+    """The copy between two executors, in small chunks: byte for byte, and a damaged or short
+    copy is an error that leaves no partial file."""
+    import hashlib
+    import time
+
+    content = bytes(range(256)) * 1200 + b"tail"  # 307204 bytes: 5 chunks of 64 KiB
+    original = tmp_path / "a.dump"
+    original.write_bytes(content)
+    digest = hashlib.sha256(content).hexdigest()
+    here, there = RecordingHost("a"), RecordingHost("b")
+    copied = copy_file(
+        here,
+        str(original),
+        None,
+        there,
+        str(tmp_path / "b.dump"),
+        None,
+        size=len(content),
+        expected_sha256=digest,
+        deadline=time.monotonic() + 60,
+        chunk_bytes=64 * 1024,
+    )
+    assert (tmp_path / "b.dump").read_bytes() == content
+    assert (copied.chunks, copied.bytes, copied.sha256) == (5, len(content), digest)
+    with pytest.raises(CommandFailed, match="does not match its sha256"):
+        copy_file(
+            here,
+            str(original),
+            None,
+            there,
+            str(tmp_path / "c.dump"),
+            None,
+            size=len(content),
+            expected_sha256="0" * 64,
+            deadline=time.monotonic() + 60,
+            chunk_bytes=64 * 1024,
+        )
+    with pytest.raises(
+        CommandFailed, match="chunk 5 of 6 came back with 60080 characters, not 87384"
+    ):
+        copy_file(
+            here,
+            str(original),
+            None,
+            there,
+            str(tmp_path / "d.dump"),
+            None,
+            size=len(content) + 64 * 1024,  # the file is shorter than the dump step said
+            expected_sha256=digest,
+            deadline=time.monotonic() + 60,
+            chunk_bytes=64 * 1024,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dump", "b.dump"]

@@ -1,21 +1,28 @@
 """Migrating a database to another server (``playbooks/pg-migrate.yaml``): dump and restore with
 writes stopped, every table reconciled, the downtime measured.
 
-    pg.migration_preflight  (on the target) both servers answer, the named tables exist on the
-                            source, the target database is absent or empty, the target's
-                            PostgreSQL is not older than the source's; nothing is changed yet
-    pg.freeze_writes        (on the source) ALTER DATABASE ... SET default_transaction_read_only
-                            = on, and end the database's sessions so that every new one is
-                            read-only: the downtime starts here
-    pg.dump                 (drills.engines.postgres.backup) pg_dump -Fc of the frozen database
-    pg.restore_dump         (on the target) pg_restore into the target database
-    pg.reconcile            (on the target) every table, row by row, against the source
-    pg.release_writes       (on the source) undo the freeze: the rollback, and the end of a drill
+    pg.migration_preflight  both servers answer, the named tables exist on the source, the
+                            target database is absent or empty, the target's PostgreSQL is not
+                            older than the source's; nothing is changed yet
+    pg.freeze_writes        (drills.engines.postgres.freeze, on the source) new sessions are
+                            read-only and the database's sessions are ended: the downtime starts
+    pg.dump                 (drills.engines.postgres.dump) pg_dump -Fc on the SOURCE's host
+    pg.restore_dump         pg_restore on the TARGET's host, into the target database
+    pg.reconcile            every table, row by row, against the source
+    pg.release_writes       (drills.engines.postgres.freeze) undo the freeze
 
-The freeze is a default, not a lock: a session that sets default_transaction_read_only = off
-itself can still write. It is what stops well-behaved applications (and their pools, whose
-sessions are ended) without stopping the server, so the source can be released at once when
-anything fails.
+Where each command runs: ``pg_dump`` on the source's host, writing the dump there;
+``pg_restore`` on the target's host, as its OS user, reading a file on that host. When the two
+nodes are on different hosts (their executors' addresses differ) or run as different OS users,
+``pg.restore_dump`` first copies the dump to the target's host through drctl itself, chunk by
+chunk over the two executors, and checks its sha256 there (``drills.engines.postgres.transfer``;
+up to ``max_transfer_mib``, default 2 GiB); the copy is removed after the restore. On one host
+as one user (the local lab) the dump is restored where it is. The SQL steps (preflight,
+freeze, reconcile, release) are sessions from drctl to each node's address.
+
+A bigger database than the copy suits would be better served by running ``pg_dump | pg_restore``
+on the target's host against the source's address (no file, no copy), at the price of the target
+host reaching the source's server and of the dump step's checksum; that is not built yet.
 """
 
 from __future__ import annotations
@@ -25,95 +32,48 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from drills.engines.postgres.backup import (
-    ReconcileParams,
+from drills.engine.catalogue import ActionSpec, Params
+from drills.engines.postgres.compare import ReconcileParams, differ_sentence, run_reconcile
+from drills.engines.postgres.freeze import (
+    FreezeParams,
+    ReleaseParams,
+    freeze_describe,
+    freeze_run,
+    release_describe,
+    release_run,
+)
+from drills.engines.postgres.restore import restore_argv
+from drills.engines.postgres.runstate import load_state
+from drills.engines.postgres.scratch import (
+    MIB,
+    ActionFailed,
     action_result,
     client_conninfo,
-    differ_sentence,
+    default_backup_dir,
+    free_bytes,
+    last_line,
+    make_owned_dir,
+    mib,
     node_of,
     password_env,
-    restore_argv,
-    run_reconcile,
+    where,
 )
-from drills.engines.postgres.scratch import ActionFailed, Params, load_state, run_as, update_state
-from drills.executors.local import describe as describe_argv
+from drills.engines.postgres.servers import (
+    admin_session,
+    connect,
+    quote_ident,
+    quote_literal,
+    user_tables,
+)
+from drills.engines.postgres.transfer import DEFAULT_MAX_MIB, copy_file, same_place
 from drills.executors.postgres import SqlExecutor, node_dsn
-from drills.model.durations import Duration
-from drills.model.environment import Node
-from drills.model.errors import ConnectionFailed, InputError
+from drills.model.errors import InputError
 
 if TYPE_CHECKING:
-    from drills.engine.actions import ActionResult, ActionSpec
+    from drills.engine.catalogue import ActionResult
     from drills.engine.targets import Targets
 
-SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
-SETTING = "default_transaction_read_only"
-# The sessions are chosen first (materialized), so that ours is never among those ended.
-_TERMINATE = (
-    "with others as materialized (select a.pid from pg_stat_activity a where a.datname = %s"
-    " and a.pid <> pg_backend_pid() and a.backend_type = 'client backend'"
-    " and a.backend_start >= %s::timestamptz)"
-    " select count(*) from others o where pg_terminate_backend(o.pid, %s)"
-)
-# drctl's own administrative sessions may write whatever the database's default says.
-_WRITABLE = "-c default_transaction_read_only=off"
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def user_tables(sql: SqlExecutor, excluded: list[str]) -> list[str]:
-    rows = sql.query(
-        "select n.nspname || '.' || c.relname from pg_class c"
-        " join pg_namespace n on n.oid = c.relnamespace"
-        " where c.relkind in ('r', 'p') and n.nspname <> all(%s)"
-        " and n.nspname not like 'pg\\_toast%%' and n.nspname not like 'pg\\_temp%%'"
-        " order by 1",
-        ([*SYSTEM_SCHEMAS, *excluded],),
-        timeout=30,
-    )
-    return [str(row[0]) for row in rows]
-
-
-def _connect(
-    name: str, node: Node, database: str, what: str, *, writable: bool = False
-) -> SqlExecutor:
-    """A one-off connection that says which server of the migration could not be reached."""
-    options = {"options": _WRITABLE} if writable else {}
-    sql = SqlExecutor(node_dsn(node, with_password=True, dbname=database, **options), host=name)
-    try:
-        sql.scalar("select 1", timeout=10)
-    except ConnectionFailed as exc:
-        raise ConnectionFailed(
-            f"the {what} {name} ({node.host}:{node.port}, database {database}) cannot be "
-            f"reached: {exc.message}",
-            host=name,
-        ) from exc
-    return sql
-
-
-def _admin(name: str, node: Node, what: str) -> SqlExecutor:
-    """A connection for server-wide questions: to the node's database, or, when that does not
-    exist yet (a migration's target), to postgres or template1."""
-    assert node.postgres is not None
-    tried: list[str] = []
-    for database in dict.fromkeys([node.postgres.database, "postgres", "template1"]):
-        try:
-            return _connect(name, node, database, what)
-        except ConnectionFailed as exc:
-            if "does not exist" not in exc.message:
-                raise
-            tried.append(database)
-    raise ConnectionFailed(
-        f"the {what} {name} ({node.host}:{node.port}) has none of the databases "
-        f"{', '.join(tried)} to connect to",
-        host=name,
-    )
+ENGINE = "postgres"
 
 
 # -- pg.migration_preflight ----------------------------------------------------------------------
@@ -131,10 +91,13 @@ class PreflightParams(Params):
 def preflight_run(
     targets: Targets, role: str, params: PreflightParams, timeout: float
 ) -> ActionResult:
-    tname, tnode, _, _ = node_of(targets, role)
+    tname, tnode, tpg, _ = node_of(targets, role)
     sname, snode, spg, _ = node_of(targets, params.source)
     database = params.database or spg.database
-    source = _connect(sname, snode, database, "source")
+    source = connect(sname, snode, database, "source")
+    copied = not same_place(
+        targets.host(params.source), spg.os_user, targets.host(role), tpg.os_user
+    )
     missing = [
         t for t in params.tables or [] if source.scalar("select to_regclass(%s)", (t,)) is None
     ]
@@ -147,10 +110,10 @@ def preflight_run(
     tables = user_tables(source, list(params.exclude_schemas))
     source_version = int(source.scalar("show server_version_num"))
     source_bytes = int(source.scalar("select pg_database_size(current_database())"))
-    admin = _admin(tname, tnode, "target")
+    admin = admin_session(tname, tnode, "target")
     target_version = int(admin.scalar("show server_version_num"))
     exists = bool(admin.scalar("select count(*) from pg_database where datname = %s", (database,)))
-    data: dict[str, Any] = {
+    data: dict[str, Any] = where(targets, role) | {
         "source": sname,
         "target": tname,
         "database": database,
@@ -159,6 +122,7 @@ def preflight_run(
         "source_tables": len(tables),
         "source_bytes": source_bytes,
         "target_database_exists": exists,
+        "dump_copied_between_hosts": copied,
     }
     if target_version // 10000 < source_version // 10000:
         raise ActionFailed(
@@ -170,7 +134,7 @@ def preflight_run(
         )
     if exists:
         present = user_tables(
-            _connect(tname, tnode, database, "target"), list(params.exclude_schemas)
+            connect(tname, tnode, database, "target"), list(params.exclude_schemas)
         )
         if present:
             shown = ", ".join(present[:5]) + (
@@ -201,116 +165,6 @@ def preflight_describe(targets: Targets, role: str, params: PreflightParams) -> 
     ]
 
 
-# -- pg.freeze_writes / pg.release_writes --------------------------------------------------------
-
-
-class FreezeParams(Params):
-    database: str | None = Field(default=None, description="Database; default the node's.")
-    terminate_sessions: bool = Field(
-        default=True,
-        description="End the database's other sessions, so that every session is read-only.",
-    )
-    wait: Duration = Field(default=5.0, description="How long to wait for each session to end.")
-
-
-def freeze_run(targets: Targets, role: str, params: FreezeParams, timeout: float) -> ActionResult:
-    name, node, pg, env = node_of(targets, role)
-    database = params.database or pg.database
-    admin = _connect(name, node, pg.database, "source", writable=True)
-    if not admin.scalar("select count(*) from pg_database where datname = %s", (database,)):
-        raise InputError(f"database {database} does not exist on {name}", host=name)
-    previous = admin.scalar(
-        "select s from pg_db_role_setting r join pg_database d on d.oid = r.setdatabase,"
-        " unnest(r.setconfig) s where d.datname = %s and r.setrole = 0"
-        f" and s like '{SETTING}=%%'",
-        (database,),
-    )
-    since = admin.scalar("select clock_timestamp()::text")
-    admin.query(f"alter database {quote_ident(database)} set {SETTING} = on")
-    update_state(env, name, frozen={"database": database, "previous": previous, "since": since})
-    terminated = 0
-    if params.terminate_sessions:
-        terminated = int(
-            admin.scalar(
-                _TERMINATE,
-                (database, "-infinity", max(1, int(params.wait * 1000))),
-                timeout=timeout,
-            )
-        )
-    # Our own kept connection to it (checks) must see the new default too.
-    targets.sql(role).close()
-    return action_result(
-        f"database {database} on {name} is read-only for new sessions; ended {terminated} "
-        "session(s)",
-        {
-            "database": database,
-            "since": since,
-            "terminated_sessions": terminated,
-            "previous": previous,
-        },
-    )
-
-
-def freeze_describe(targets: Targets, role: str, params: FreezeParams) -> list[str]:
-    name, _, pg, _ = node_of(targets, role)
-    database = params.database or pg.database
-    end = (
-        f"; SQL on {name}: select pg_terminate_backend(pid) for the other sessions of {database}"
-        if params.terminate_sessions
-        else ""
-    )
-    return [f"SQL on {name}: alter database {quote_ident(database)} set {SETTING} = on{end}"]
-
-
-class ReleaseParams(Params):
-    database: str | None = Field(
-        default=None, description="Database; default the one frozen in this run, or the node's."
-    )
-
-
-def release_run(targets: Targets, role: str, params: ReleaseParams, timeout: float) -> ActionResult:
-    name, node, pg, env = node_of(targets, role)
-    frozen = load_state(env, name).get("frozen") or {}
-    database = params.database or frozen.get("database") or pg.database
-    admin = _connect(name, node, pg.database, "source", writable=True)
-    previous = frozen.get("previous")
-    if previous:
-        value = str(previous).partition("=")[2]
-        admin.query(
-            f"alter database {quote_ident(database)} set {SETTING} = {quote_literal(value)}"
-        )
-        how = f"set back to {value}"
-    else:
-        admin.query(f"alter database {quote_ident(database)} reset {SETTING}")
-        how = "reset"
-    ended = 0
-    if frozen.get("since"):
-        # Sessions that began during the freeze are read-only for good: end them, they reconnect.
-        ended = int(
-            admin.scalar(
-                _TERMINATE,
-                (database, frozen["since"], 5000),
-                timeout=timeout,
-            )
-        )
-    update_state(env, name, frozen=None)
-    targets.sql(role).close()
-    return action_result(
-        f"database {database} on {name} takes writes again ({SETTING} {how}); ended {ended} "
-        "read-only session(s) opened during the freeze",
-        {"database": database, "setting": how, "ended_sessions": ended},
-    )
-
-
-def release_describe(targets: Targets, role: str, params: ReleaseParams) -> list[str]:
-    name, _, pg, _ = node_of(targets, role)
-    database = params.database or pg.database
-    return [
-        f"SQL on {name}: alter database {quote_ident(database)} reset {SETTING} (or its earlier "
-        "value); end the read-only sessions opened during the freeze"
-    ]
-
-
 # -- pg.restore_dump -----------------------------------------------------------------------------
 
 
@@ -323,6 +177,18 @@ class RestoreDumpParams(Params):
         default=False,
         description="Restore owners and privileges (the roles must exist on the target); "
         "by default objects belong to the connecting user.",
+    )
+    transfer_dir: str | None = Field(
+        default=None,
+        description="Where the dump is copied on the target's host when it is another host "
+        "(removed after the restore); default <parent of the target's postgres.data_dir>/"
+        "drctl-backups/<environment>/<target node>/migration.",
+    )
+    max_transfer_mib: int = Field(
+        default=DEFAULT_MAX_MIB,
+        ge=1,
+        description="Largest dump copied from the source's host to the target's through drctl "
+        "(in chunks over the two executors), in MiB; a bigger one fails before copying.",
     )
 
 
@@ -343,11 +209,63 @@ def _create_database(
     admin.query(statement, timeout=120)
 
 
+def _bring_dump(
+    targets: Targets, role: str, params: RestoreDumpParams, dump: dict[str, Any], deadline: float
+) -> tuple[str, dict[str, Any]]:
+    """The dump's path on the target's host: where it is when that is the source's host (as the
+    same OS user), else a copy made there through the two executors."""
+    tname, tnode, tpg, env = node_of(targets, role)
+    sname, _, spg, _ = node_of(targets, params.source)
+    source, target = targets.host(params.source), targets.host(role)
+    path, size = str(dump["path"]), int(dump["size_bytes"])
+    if same_place(source, spg.os_user, target, tpg.os_user):
+        return path, {"how": f"none: {sname} and {tname} are on the same host", "bytes": 0}
+    if size > params.max_transfer_mib * MIB:
+        raise ActionFailed(
+            f"the dump {path} on {sname} is {mib(size)}, more than max_transfer_mib "
+            f"{params.max_transfer_mib} MiB that drctl copies to {tname} through its executors; "
+            "nothing was restored",
+            host=tname,
+            data=where(targets, role) | {"dump_path": path, "size_bytes": size},
+        )
+    directory = (params.transfer_dir or "").rstrip("/") or default_backup_dir(
+        env, tname, tnode, "migration"
+    )
+    make_owned_dir(target, directory, tpg.os_user)
+    available, place = free_bytes(target, directory, tpg.os_user)
+    if available < size:
+        raise ActionFailed(
+            f"not enough space on {tname} for the dump: {place} has {mib(available)} free, the "
+            f"dump is {mib(size)}; nothing was restored",
+            host=tname,
+            data=where(targets, role)
+            | {"dump_path": path, "size_bytes": size, "free_bytes": available},
+        )
+    expected = (
+        dump.get("sha256")
+        or (source.run(["sha256sum", "--", path], user=spg.os_user, timeout=600).stdout.split()[0])
+    )
+    copied = copy_file(
+        source,
+        path,
+        spg.os_user,
+        target,
+        f"{directory}/{path.rsplit('/', 1)[-1]}",
+        tpg.os_user,
+        size=size,
+        expected_sha256=str(expected),
+        deadline=deadline,
+    )
+    how = f"copied from {sname} ({source.address}) to {tname} ({target.address}) through drctl"
+    return copied.target_path, {"how": how, **copied.as_data()}
+
+
 def restore_dump_run(
     targets: Targets, role: str, params: RestoreDumpParams, timeout: float
 ) -> ActionResult:
-    tname, tnode, _, env = node_of(targets, role)
+    tname, tnode, tpg, env = node_of(targets, role)
     sname, snode, spg, _ = node_of(targets, params.source)
+    deadline = time.monotonic() + timeout
     dump = load_state(env, sname).get("dump")
     if not isinstance(dump, dict):
         raise InputError(
@@ -356,78 +274,85 @@ def restore_dump_run(
             host=sname,
         )
     database = params.database or str(dump["database"])
-    admin = _admin(tname, tnode, "target")
+    admin = admin_session(tname, tnode, "target")
     exists = bool(admin.scalar("select count(*) from pg_database where datname = %s", (database,)))
     if exists:
-        present = user_tables(_connect(tname, tnode, database, "target"), ["drctl"])
+        present = user_tables(connect(tname, tnode, database, "target"), ["drctl"])
         if present:
             raise InputError(
                 f"the target database {database} on {tname} is not empty (it has "
                 f"{', '.join(present[:5])}); refusing to restore over it",
                 host=tname,
             )
-    else:
-        source = _connect(sname, snode, spg.database, "source")
-        _create_database(admin, source, str(dump["database"]), database)
-    started = time.monotonic()
-    # pg_restore runs where the dump is (the source's host), as its OS user, over TCP.
-    result = run_as(
-        targets.host(params.source),
-        restore_argv(
-            spg.bin_dir,
-            client_conninfo(tnode, dbname=database),
-            str(dump["path"]),
-            keep_owners=params.keep_owners,
-        ),
-        spg.os_user,
-        timeout=timeout,
-        env=password_env(tnode),
-        check=False,
-    )
-    seconds = round(time.monotonic() - started, 3)
-    data: dict[str, Any] = {
+    path, transfer = _bring_dump(targets, role, params, dump, deadline)
+    data: dict[str, Any] = where(targets, role) | {
         "dump_path": dump["path"],
+        "restored_from": path,
         "database": database,
         "target": tname,
         "created_database": not exists,
-        "restore_seconds": seconds,
+        "transfer": transfer,
     }
+    try:
+        if not exists:
+            source = connect(sname, snode, spg.database, "source")
+            _create_database(admin, source, str(dump["database"]), database)
+        started = time.monotonic()
+        # pg_restore runs on the target's host, as its OS user, into its own address.
+        argv = restore_argv(
+            tpg.bin_dir,
+            client_conninfo(tnode, dbname=database),
+            path,
+            keep_owners=params.keep_owners,
+        )
+        result = targets.host(role).run(
+            argv,
+            user=tpg.os_user,
+            timeout=max(1.0, deadline - time.monotonic()),
+            env=password_env(tnode),
+            check=False,
+        )
+        data["restore_seconds"] = round(time.monotonic() - started, 3)
+    finally:
+        if path != dump["path"]:
+            targets.host(role).run(["rm", "-f", "--", path], user=tpg.os_user, check=False)
     if result.returncode != 0:
-        lines = [line for line in result.output.splitlines() if line.strip()]
         raise ActionFailed(
             f"pg_restore of {dump['path']} into database {database} on {tname} failed: "
-            f"{lines[-1] if lines else 'no output'}",
+            f"{last_line(result.output)}",
             host=tname,
             data=data,
         )
-    data["tables_restored"] = len(
-        user_tables(_connect(tname, tnode, database, "target"), ["drctl"])
-    )
+    data["tables_restored"] = len(user_tables(connect(tname, tnode, database, "target"), ["drctl"]))
+    moved = f" (copied from {sname} in {transfer['seconds']:g}s)" if "seconds" in transfer else ""
     return action_result(
-        f"restored {dump['path']} into database {database} on {tname} in {seconds:g}s "
-        f"({data['tables_restored']} tables)",
+        f"restored {dump['path']} into database {database} on {tname} in "
+        f"{data['restore_seconds']:g}s{moved} ({data['tables_restored']} tables)",
         data,
     )
 
 
 def restore_dump_describe(targets: Targets, role: str, params: RestoreDumpParams) -> list[str]:
-    tname, tnode, _, _ = node_of(targets, role)
+    tname, tnode, tpg, env = node_of(targets, role)
     sname, _, spg, _ = node_of(targets, params.source)
     database = params.database or spg.database
-    return [
+    path = "<the dump>"
+    lines = [
         f"SQL on {tname}: create database {database} (template0, the source's encoding) unless "
         "it exists empty",
-        f"on {sname}: "
-        + describe_argv(
-            restore_argv(
-                spg.bin_dir,
-                client_conninfo(tnode, dbname=database),
-                "<the dump>",
-                keep_owners=params.keep_owners,
-            ),
-            spg.os_user,
-        ),
     ]
+    if not same_place(targets.host(params.source), spg.os_user, targets.host(role), tpg.os_user):
+        directory = params.transfer_dir or default_backup_dir(env, tname, tnode, "migration")
+        path = f"{directory}/<the dump's name>"
+        lines.append(
+            f"copy the dump from {sname} to {path} on {tname} through drctl (up to "
+            f"{params.max_transfer_mib} MiB, in 512 KiB chunks), check its sha256 there"
+        )
+    argv = restore_argv(
+        tpg.bin_dir, client_conninfo(tnode, dbname=database), path, keep_owners=params.keep_owners
+    )
+    lines.append(targets.describe(role, argv))
+    return lines
 
 
 # -- pg.reconcile --------------------------------------------------------------------------------
@@ -451,7 +376,7 @@ def reconcile_run(
         node_dsn(tnode, with_password=True, dbname=database),
         params,
     )
-    data |= {
+    data |= where(targets, role) | {
         "source": sname,
         "target": tname,
         "database": database,
@@ -480,8 +405,6 @@ def reconcile_describe(targets: Targets, role: str, params: PairReconcileParams)
 
 
 def migration_actions() -> list[ActionSpec]:
-    from drills.engine.actions import ActionSpec
-
     return [
         ActionSpec(
             "pg.migration_preflight",
@@ -490,6 +413,7 @@ def migration_actions() -> list[ActionSpec]:
             preflight_describe,
             False,
             "Before a migration: both servers answer, the tables exist, the target is empty.",
+            engine=ENGINE,
         ),
         ActionSpec(
             "pg.freeze_writes",
@@ -498,6 +422,7 @@ def migration_actions() -> list[ActionSpec]:
             freeze_describe,
             True,
             "Make a database read-only for new sessions and end its sessions.",
+            engine=ENGINE,
         ),
         ActionSpec(
             "pg.release_writes",
@@ -506,6 +431,7 @@ def migration_actions() -> list[ActionSpec]:
             release_describe,
             True,
             "Undo pg.freeze_writes: the database takes writes again.",
+            engine=ENGINE,
         ),
         ActionSpec(
             "pg.restore_dump",
@@ -513,7 +439,9 @@ def migration_actions() -> list[ActionSpec]:
             restore_dump_run,
             restore_dump_describe,
             True,
-            "pg_restore the source's dump into the target's database (absent or empty).",
+            "pg_restore the source's dump into the target's database (absent or empty), on the "
+            "target's host; the dump is copied there first when it is another host.",
+            engine=ENGINE,
         ),
         ActionSpec(
             "pg.reconcile",
@@ -522,5 +450,6 @@ def migration_actions() -> list[ActionSpec]:
             reconcile_describe,
             False,
             "Compare tables of two servers row by row.",
+            engine=ENGINE,
         ),
     ]
