@@ -43,9 +43,9 @@ from types import FrameType
 from typing import Any
 
 import psycopg
+from drills.engine.actions import standby_config
 from psycopg import conninfo
 
-from drills.engine.actions import standby_config
 from drills.engine.loader import resolve_environment
 from drills.engine.runner import Runner, RunRequest
 from drills.engine.targets import discover_roles

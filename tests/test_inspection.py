@@ -107,6 +107,8 @@ def test_a_healthy_lab_is_normal_but_for_the_missing_backup_until_one_is_taken(
     # Looked for on the node's own host, beside its data directory, never in DRCTL_HOME.
     data_dir = environment(home)["nodes"]["pg1"]["postgres"]["data_dir"]
     expected_root = f"{os.path.dirname(data_dir)}/drctl-backups/lab"
+    # The playbook looks on the primary's host and the standby's (also_on: [standby]): here
+    # one host, searched once.
     assert backup["found"] == 0 and backup["looked_in"] == expected_root
     assert "no backup found" in steps["main:backup_age"].checks[0].detail
 

@@ -284,6 +284,11 @@ class BackupAgeParams(NoParams):
         "<parent of postgres.data_dir>/drctl-backups/<environment>/<any node>/base on that host, "
         "where pg.basebackup keeps the backups it takes of a node (beside its data directory).",
     )
+    also_on: list[str] = Field(
+        default_factory=list,
+        description="Roles whose hosts are searched too (the backups of a pair live on the host "
+        "that took them, often the standby's); the newest backup anywhere counts.",
+    )
 
 
 BACKUPS_DIR = "drctl-backups"  # as drills.engines.postgres keeps them, beside the data directory
@@ -349,20 +354,34 @@ def backup_age(probe: Probe, role: str, params: BackupAgeParams) -> Observation:
     expected = f"a backup finished within {format_seconds(params.max_age)}"
     if params.method == "archiver":
         return _archiver_age(probe, role, params, limits)
-    path, finished, count, root, now = newest_backup(probe, role, params.backup_dir)
+    found = []
+    searched: set[tuple[str, str]] = set()
+    for asked in dict.fromkeys([role, *params.also_on]):
+        name = probe.node(asked)[0]
+        path, finished, count, root, now = newest_backup(probe, asked, params.backup_dir)
+        where = (probe.host(asked).address, root)
+        if where in searched:  # one host holds both nodes (the one-host lab): count it once
+            continue
+        searched.add(where)
+        found.append((finished if path else -1.0, path, count, root, now, name))
+    total = sum(f[2] for f in found)
+    finished, path, _, _, now, on = max(found, key=lambda f: f[0])
+    roots = found[0][3] if len(found) == 1 else ", ".join(f"{f[5]}:{f[3]}" for f in found)
     if not path:
-        observed = {"found": 0, "looked_in": root, "method": "drctl", "limits": limits}
-        return Observation(observed, expected, False, f"no backup found in {root}")
-    age = round(max(0.0, now - finished), 1)  # both on the node's host's clock
+        observed = {"found": 0, "looked_in": roots, "method": "drctl", "limits": limits}
+        return Observation(observed, expected, False, f"no backup found in {roots}")
+    age = round(max(0.0, now - finished), 1)  # both on that host's clock
+    count = total
     observed = {
         "found": count,
+        "host": on,
         "path": path,
         "finished_at": _iso(finished),
         "age_seconds": age,
         "method": "drctl",
         "limits": limits,
     }
-    detail = f"newest of {count}: {path}, {format_seconds(age)} old"
+    detail = f"newest of {count}: {path} on {on}, {format_seconds(age)} old"
     return Observation(observed, expected, age <= params.max_age, detail)
 
 

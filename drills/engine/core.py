@@ -66,7 +66,6 @@ def observe_describe(targets: Targets, role: str, params: Params) -> list[str]:
     return ["(no action: the step's checks are the point)"]
 
 
-
 def register(catalogue: Catalogue) -> None:
     catalogue.add_actions(
         ActionSpec(

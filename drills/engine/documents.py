@@ -133,5 +133,3 @@ def parse_model(doc: YamlDocument, model: type[M], what: str) -> M:
         return model.model_validate(doc.data)
     except ValidationError as exc:
         raise ValidationFailed(model_problems(doc, exc)) from None
-
-

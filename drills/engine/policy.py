@@ -97,5 +97,3 @@ def missed_sentence(missed: list[ObjectiveResult]) -> str:
         measured = "not measured" if o.measured_seconds is None else f"{o.measured_seconds:g}s"
         parts.append(f"{o.name} {measured} against a target of {o.target_seconds:g}s")
     return "objectives missed: " + "; ".join(parts)
-
-

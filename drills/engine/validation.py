@@ -119,9 +119,7 @@ def playbook_problems(
                     doc.problem((*loc, "undoes"), f"undoes {step.undoes!r}, which is no step")
                 )
     for index, check in enumerate(playbook.preconditions):
-        problems += _check_problems(
-            doc, ("preconditions", index), check, playbook, None, catalogue
-        )
+        problems += _check_problems(doc, ("preconditions", index), check, playbook, None, catalogue)
     marked = {s.milestone for s in playbook.steps if s.milestone} | RUN_MILESTONES
     for name, objective in playbook.objectives.items():
         for end in (objective.from_, objective.to):

@@ -8,11 +8,11 @@ endpoint, and patient registration (挂号) written to and read back from the da
     GET  /registrations/<id>      200 {...} or 404
 
 Its database connection follows the primary: libpq multi-host with
-``target_session_attrs=read-write``, as a real application should be configured. It is run as
-its own process (``python -m drills.lab.his``) by ``drctl lab up`` and stopped by ``drctl lab down``.
-The standard library's threading HTTP server is enough for a lab stand-in and adds no
-dependency; it only ever listens on a loopback address (127.0.0.1, or 127.0.0.4 in the
-two-site lab).
+``target_session_attrs=read-write``, as a real application should be configured. It is run
+as its own process (``python -m drills.lab.his``) by ``drctl lab up`` and stopped by ``drctl lab
+down``. The standard library's threading HTTP server is enough for a lab stand-in and adds no
+dependency; it only ever listens on a loopback address (127.0.0.1, or 127.0.0.4 in the two-site
+lab).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ catalogue by ``register``."""
 
 from __future__ import annotations
 
-from drills.engine.catalogue import Catalogue, check_spec
+from pydantic import BaseModel
+
+from drills.engine.catalogue import Catalogue, CheckFn, check_spec
 from verify import inspection, postgres, reconcile
 
 ENGINE = "postgres"
@@ -17,7 +19,7 @@ def register(catalogue: Catalogue) -> None:
     from drills.engines.postgres.migrate import migration_actions
 
     catalogue.add_actions(*postgres_actions(), *backup_actions(), *migration_actions())
-    checks = [
+    checks: list[tuple[str, type[BaseModel], CheckFn]] = [
         ("pg.is_primary", postgres.NoParams, postgres.is_primary),
         ("pg.is_standby", postgres.NoParams, postgres.is_standby),
         ("pg.streaming", postgres.StreamingParams, postgres.streaming),

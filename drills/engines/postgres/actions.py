@@ -39,7 +39,6 @@ class SqlParams(Params):
     statement: str
 
 
-
 def _describe(targets: Targets, role: str, argv: list[str]) -> str:
     return targets.describe(role, argv)
 
@@ -240,7 +239,6 @@ def sql_run(targets: Targets, role: str, params: SqlParams, timeout: float) -> A
 def sql_describe(targets: Targets, role: str, params: SqlParams) -> list[str]:
     name, _ = targets.node(role)
     return [f"SQL on {name}: {params.statement}"]
-
 
 
 def postgres_actions() -> list[ActionSpec]:
