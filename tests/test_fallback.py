@@ -43,7 +43,7 @@ def local_drill(where: Path) -> tuple[Path, Path]:
     env = where / "fallback-env.yaml"
     env.write_text(
         yaml.safe_dump(
-            {"name": "fallback-env", "nodes": {"app1": {"role": "app", "host": "127.0.0.1"}}}
+            {"name": "fallback-env", "nodes": {"app1": {"role": "local", "host": "127.0.0.1"}}}
         )
     )
     playbook = where / "fallback-test.yaml"
@@ -54,9 +54,9 @@ def local_drill(where: Path) -> tuple[Path, Path]:
                 "version": 1,
                 "kind": "inspection",
                 "title": {"en": "Fallback test", "zh": "回退测试"},
-                "roles": ["app"],
+                "roles": ["local"],
                 "steps": [
-                    {"id": "look", "action": "shell", "target": "app", "with": {"command": "true"}}
+                    {"id": "look", "action": "shell", "target": "local", "with": {"command": "true"}}
                 ],
             },
             allow_unicode=True,

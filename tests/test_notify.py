@@ -96,7 +96,7 @@ def local_drill(tmp_path: Path) -> tuple[Path, Path]:
     env = tmp_path / "notify-env.yaml"
     env.write_text(
         yaml.safe_dump(
-            {"name": "notify-env", "nodes": {"app1": {"role": "app", "host": "127.0.0.1"}}}
+            {"name": "notify-env", "nodes": {"app1": {"role": "local", "host": "127.0.0.1"}}}
         )
     )
     playbook = tmp_path / "notify-test.yaml"
@@ -107,27 +107,27 @@ def local_drill(tmp_path: Path) -> tuple[Path, Path]:
                 "version": 1,
                 "kind": "inspection",
                 "title": {"en": "Notification test", "zh": "通知测试"},
-                "roles": ["app"],
+                "roles": ["local"],
                 "objectives": {"quick": {"target": "1ms", "from": "begun", "to": "done"}},
                 "steps": [
                     {
                         "id": "begin",
                         "action": "shell",
-                        "target": "app",
+                        "target": "local",
                         "with": {"command": "true"},
                         "milestone": "begun",
                     },
                     {
                         "id": "slow",
                         "action": "wait",
-                        "target": "app",
+                        "target": "local",
                         "with": {"seconds": 0.05},
                         "milestone": "done",
                     },
                     {
                         "id": "broken",
                         "action": "shell",
-                        "target": "app",
+                        "target": "local",
                         "with": {"command": "false"},
                         "on_failure": "continue",
                     },
@@ -172,7 +172,7 @@ def test_a_drill_notifies_started_step_failed_objective_missed_finished(
     assert started["title"] == "[drctl] 演练开始 drill started: notify-test on notify-env"
     assert started["type"] == "info" and f"run: {record.id}" in started["message"]
     assert failed["title"].startswith("[drctl] 步骤失败 step failed: broken — notify-test")
-    assert failed["type"] == "failure" and "shell on app (app1)" in failed["message"]
+    assert failed["type"] == "failure" and "shell on local (app1)" in failed["message"]
     assert "action failed after 1 attempt(s)" in failed["message"]
     assert missed["title"].startswith("[drctl] 目标未达成 objective missed: quick")
     assert "against a target of 0.001s" in missed["message"]

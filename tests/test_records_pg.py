@@ -93,7 +93,7 @@ def test_records_seal_verify_and_stay_append_only_in_postgresql(
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_an_unreachable_store_keeps_the_run_and_seals_it_later(pg_url: tuple[Path, str]) -> None:
+def test_an_unreachable_store_keeps_the_run_and_it_is_sealed_explicitly_later(pg_url: tuple[Path, str]) -> None:
     _, url = pg_url
     home = make_home()
     try:
@@ -107,6 +107,13 @@ def test_an_unreachable_store_keeps_the_run_and_seals_it_later(pg_url: tuple[Pat
             assert "cannot reach the record store" in down.stderr
         listed = drctl("records", "list", "--json", home=home, env={"DRCTL_RECORDS_URL": url})
         assert listed.returncode == 0, listed.stderr
+        assert record.id in listed.stdout
+        with home_env(home, DRCTL_RECORDS_URL=url):
+            store = RecordStore(home / "records", home / "locks")
+            assert list(store.entries()) == [], "reading the records sealed one"
+            assert store.unsealed() == [record.id]
+        sealed = drctl("records", "seal", "--pending", home=home, env={"DRCTL_RECORDS_URL": url})
+        assert sealed.returncode == 0 and record.id in sealed.stdout, sealed.stderr
         with home_env(home, DRCTL_RECORDS_URL=url):
             store = RecordStore(home / "records", home / "locks")
             assert [e.id for e in store.entries()] == [record.id]

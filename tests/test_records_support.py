@@ -46,7 +46,7 @@ def environment_file(
     directory: Path, name: str = "rec", *, password_env: str | None = None
 ) -> Path:
     nodes: dict[str, Any] = {
-        "app1": {"role": "app", "host": "127.0.0.1", "executor": "local"},
+        "app1": {"role": "local", "host": "127.0.0.1", "executor": "local"},
     }
     if password_env:
         # A database node the playbook does not use; its password is named, never written.
@@ -72,7 +72,7 @@ def shell(step_id: str, script: str, **more: Any) -> dict[str, Any]:
         "id": step_id,
         "title": {"en": f"Step {step_id}", "zh": f"步骤 {step_id}"},
         "action": "shell",
-        "target": "app",
+        "target": "local",
         "with": {"command": ["sh", "-c", script]},
         **more,
     }
@@ -93,7 +93,7 @@ def playbook_file(
         "kind": kind,
         "title": {"en": f"Drill {name}", "zh": f"演练 {name}"},
         "description": f"The {name} drill of the record tests.",
-        "roles": ["app"],
+        "roles": ["local"],
         "objectives": objectives
         or {"rto": {"target": "30s", "from": "run_started", "to": "service_restored"}},
         "steps": steps,
