@@ -21,6 +21,7 @@ from drills.cli.env import register_env
 from drills.cli.incident import register_incident
 from drills.cli.ops import register_ops
 from drills.cli.records import register_records
+from drills.cli.reports import register_reports
 from drills.cli.verify import verify_app
 from drills.home import drctl_home, subdir
 from drills.model.errors import DrillError, InputError, Problem, ValidationFailed
@@ -38,7 +39,8 @@ lab_app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(verify_app, name="verify")
-register_records(app)  # records, keys, report
+register_records(app)  # records, keys
+register_reports(app)  # records status, records trend, report (after register_records)
 register_ops(app)
 register_incident(app)  # incident declare, ack
 register_env(app)  # env check

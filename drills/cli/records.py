@@ -1,4 +1,7 @@
-"""``drctl records``, ``drctl keys`` and ``drctl report``: the record store from the command line.
+"""``drctl records`` and ``drctl keys``: the record store from the command line.
+
+``drctl report``, ``drctl records status`` and ``drctl records trend`` are in
+:mod:`drills.cli.reports` (registered by its ``register_reports``, after ``register_records``).
 
 Exit codes: 0 done (and, for ``verify``, everything verified); 1 a verification failed (or, for
 ``status --check``, something is stale); 2 bad input (no such record, file or option).
@@ -7,7 +10,6 @@ Exit codes: 0 done (and, for ``verify``, everything verified); 1 a verification 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,7 +35,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def register_records(app: typer.Typer) -> None:
     app.add_typer(records_app, name="records")
     app.add_typer(keys_app, name="keys")
-    app.command("report")(report)
 
 
 def _store() -> Any:
@@ -72,20 +73,44 @@ def records_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
     if json_out:
         print(json.dumps([summary(r) for r in records], indent=2, ensure_ascii=False))
         return
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("id", no_wrap=True)
-    for column in ("status", "mode", "took", "met"):
-        table.add_column(column, no_wrap=True)
-    for r in records:
-        met = sum(o.met for o in r.objectives)
-        table.add_row(
+    # A record id is never cut: the id column is as wide as the longest id, and where the
+    # terminal is too narrow for the whole table each id gets a line of its own.
+    rows = [
+        (
             escape(r.id),
             styled(r.status),
             r.mode,
             format_seconds(r.duration_seconds),
-            f"{met}/{len(r.objectives)}",
+            f"{sum(o.met for o in r.objectives)}/{len(r.objectives)}",
         )
-    console.print(table)
+        for r in records
+    ]
+    table = narrow_table()
+    table.add_column("id", no_wrap=True, min_width=max((len(r.id) for r in records), default=2))
+    for column in ("status", "mode", "took", "met"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    if fits(table):
+        console.print(table)
+        return
+    console.print("id\n    status  mode  took  met")
+    for rid, *rest in rows:
+        console.print(rid, no_wrap=True, crop=False)
+        console.print("    " + "  ".join(rest))
+
+
+def narrow_table(**options: Any) -> Table:
+    """A table with no outer edge and collapsed padding: readable at 80 columns."""
+    return Table(
+        box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, **options
+    )
+
+
+def fits(table: Table) -> bool:
+    """Whether the table's widest row fits the terminal without cutting a no-wrap column."""
+    wide = console.options.update_width(10_000)
+    return console.measure(table, options=wide).maximum <= console.width
 
 
 @records_app.command("show")
@@ -347,113 +372,6 @@ def records_annotate(
     )
 
 
-# -- status / trend ------------------------------------------------------------------------------
-
-
-@records_app.command("status")
-def records_status(
-    json_out: Annotated[bool, typer.Option("--json")] = False,
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 if anything is stale.")] = False,
-    today: Annotated[
-        str | None, typer.Option(help="Judge as of this date (YYYY-MM-DD); default today.")
-    ] = None,
-) -> None:
-    """Per playbook and environment: the last passing drill and its age, whether the playbook
-    changed since, whether the next long public holiday is covered. Stale entries are flagged."""
-    from drills.ops.freshness import freshness
-    from drills.reports.site import load_site_config
-
-    site = load_site_config()
-    entries = freshness(
-        _store().list(),
-        site.get("freshness") or {},
-        today=_date(today, "--today"),
-        timezone=str(site.get("timezone") or "Asia/Shanghai"),
-    )
-    stale = [e for e in entries if e.stale]
-    if json_out:
-        print(json.dumps([e.as_dict() for e in entries], indent=2, ensure_ascii=False))
-    else:
-        table = Table(box=box.SIMPLE_HEAD)
-        for column in (
-            "playbook",
-            "environment",
-            "last pass",
-            "age",
-            "playbook now",
-            "holiday",
-            "",
-        ):
-            table.add_column(column)
-        for e in entries:
-            table.add_row(
-                escape(e.playbook),
-                escape(e.environment),
-                escape(f"{e.last_pass_date} {e.last_pass_id}")
-                if e.last_pass_id
-                else "[red]none[/]",
-                f"{e.age_days}d" if e.age_days is not None else "—",
-                escape(e.playbook_note or "—"),
-                escape(e.holiday if len(e.holiday) <= 60 else e.holiday[:57] + "…"),
-                "[red]STALE[/] " + escape("; ".join(e.reasons)) if e.stale else "[green]ok[/]",
-            )
-        console.print(table)
-        for text in sorted({e.holiday for e in entries if len(e.holiday) > 60}):
-            _print(f"holiday: {text}")
-        if not entries:
-            console.print("no drill records yet")
-        console.print(f"{len(stale)} stale of {len(entries)}")
-    if check and stale:
-        raise typer.Exit(1)
-
-
-@records_app.command("trend")
-def records_trend(
-    playbook: Annotated[str, typer.Argument(help="Playbook name.")],
-    env: Annotated[str | None, typer.Option("--env", help="Only this environment.")] = None,
-    last: Annotated[int, typer.Option("--last", help="The last N drills.")] = 20,
-    fmt: Annotated[str, typer.Option("--format", help="text, html or md.")] = "text",
-    lang: Annotated[str | None, typer.Option("--lang", help="zh or en.")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write html/md here.")] = None,
-) -> None:
-    """Per-step durations and the RTO across drills of one playbook (a chart in the HTML)."""
-    from drills.model.durations import format_seconds
-    from drills.reports import render_trend
-    from drills.reports.trend import trend_rows
-
-    records = [
-        r
-        for r in _store().list()
-        if r.playbook.get("name") == playbook
-        and r.status != "running"
-        and (env is None or r.environment.get("name") == env)
-    ]
-    records = sorted(records, key=lambda r: r.started_at)[-last:] if last > 0 else records
-    if not records:
-        raise InputError(
-            f"no drill records of playbook {playbook!r}" + (f" on {env}" if env else "")
-        )
-    if fmt == "text":
-        step_ids, rows = trend_rows(records)
-        table = Table(box=box.SIMPLE_HEAD, title=f"{playbook}: step durations and RTO")
-        for column in ("started (UTC)", "env", "status", *step_ids, "RTO"):
-            table.add_column(escape(column), justify="right" if column in step_ids else "left")
-        for row in rows:
-            table.add_row(
-                row.started_at[:19],
-                escape(row.environment),
-                row.status,
-                *[format_seconds(row.steps.get(s)) for s in step_ids],
-                format_seconds(row.rto),
-            )
-        console.print(table)
-        return
-    data = render_trend(playbook, records, fmt=fmt, lang=lang)
-    path = out or subdir("reports") / f"trend-{playbook}.{fmt}"
-    path.write_bytes(data)
-    _print(f"trend: {path}")
-
-
 # -- keys --------------------------------------------------------------------------------------
 
 
@@ -487,7 +405,10 @@ def keys_show() -> None:
         print(key.pem.decode("ascii"), end="")
 
 
-# -- report ------------------------------------------------------------------------------------
+# -- reports for demo --------------------------------------------------------------------------
+
+# Kept here (the commands are in drills.cli.reports): `drctl demo` in drills.cli.app imports it
+# from this module.
 
 
 def write_reports(record_ids: list[str], fmt: str = "html") -> list[Path]:
@@ -504,42 +425,3 @@ def write_reports(record_ids: list[str], fmt: str = "html") -> list[Path]:
         path.write_bytes(render_report(store.sealed(record_id), fmt=fmt, lang=lang, site=site))
         paths.append(path)
     return paths
-
-
-def report(
-    record_id: Annotated[str, typer.Argument(metavar="ID", help="Drill record id or prefix.")],
-    fmt: Annotated[str, typer.Option("--format", help="html, md or pdf.")] = "html",
-    lang: Annotated[
-        str | None, typer.Option("--lang", help="zh (the site's default) or en.")
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", help="Where to write it ('-' for stdout; default: DRCTL_HOME/reports)."
-        ),
-    ] = None,
-) -> None:
-    """Render a drill's report from its sealed record: the drill-record form, a timeline, the
-    objectives, problems and rectification, the standard clauses and a signature block."""
-    from drills.reports import FORMATS, cjk_font_problem, render_report
-    from drills.reports.site import load_site_config
-
-    if fmt not in FORMATS:
-        raise InputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    site = load_site_config()
-    lang = lang or str(site.get("language") or "zh")
-    sealed = _store().sealed(record_id)
-    if fmt == "pdf":
-        problem = cjk_font_problem()
-        if problem:
-            err.print(f"[yellow]note: {escape(problem)}[/]")
-    data = render_report(sealed, fmt=fmt, lang=lang, site=site)
-    if out is not None and str(out) == "-":
-        if fmt == "pdf":
-            raise InputError("a PDF is not written to stdout: give --out FILE")
-        sys.stdout.write(data.decode("utf-8"))
-        return
-    path = out or subdir("reports") / f"{sealed.record.id}.{lang}.{fmt}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    _print(f"report: {path}")

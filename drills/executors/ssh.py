@@ -6,26 +6,19 @@ checked against known_hosts and never accepted or written; jump hosts are chaine
 ``direct-tcpip`` channels; ``become`` runs a command as another user through ``sudo -n`` (never
 prompts) or ``su``.
 
-Every command runs inside a small ``sh`` wrapper that
-
-- announces its process group on stderr (``drctl-pgid N``, stripped from the output), so a
-  command past its deadline is killed on the host, not merely abandoned;
-- reads ``NAME=value`` lines from stdin up to an empty line and exports them, so secrets
-  (``PGPASSWORD``) never appear on a command line; the rest of stdin goes to the command;
-- changes to ``cwd`` and ``exec``s the command.
-
-Every paramiko and socket error becomes one of ours in :func:`translate`, from the table
-:data:`ERROR_TABLE`; nothing above this module sees a library exception.
+Every command runs inside a small ``sh`` wrapper that announces its process group (so a command
+past its deadline is killed on the host), reads secrets as ``NAME=value`` lines from stdin, and
+``exec``s the command: it, what is kept of the output and the reading of a refused ``become`` are
+in :mod:`drills.executors.ssh_command`. Every paramiko and
+socket error becomes one of ours in :func:`~drills.executors.ssh_errors.translate`, from the table
+:data:`~drills.executors.ssh_errors.ERROR_TABLE` (:mod:`drills.executors.ssh_errors` is the one
+place that happens); nothing above this module sees a library exception.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
-import re
 import select
-import shlex
 import socket
 import threading
 import time
@@ -33,31 +26,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import paramiko
-import paramiko.auth_strategy
 import paramiko.pkey
-import paramiko.sftp
-import paramiko.ssh_exception
 
 from drills.executors.host import (
-    STREAM_LIMIT,
     CommandResult,
     HostIdentity,
     PosixHost,
     command_failed,
     shell_join,
 )
-from drills.model.environment import SshAccess, read_secret_env
-from drills.model.errors import (
-    AuthenticationFailed,
-    BecomeFailed,
-    CommandTimeout,
-    ConnectionFailed,
-    DrillError,
-    ExecutorError,
-    HostKeyRejected,
-    InputError,
+from drills.executors.ssh_command import (
+    StderrTail,
+    StreamTail,
+    become_argv,
+    become_failed,
+    env_lines,
+    wrap_command,
 )
+from drills.executors.ssh_errors import (
+    ERROR_TABLE,
+    PARAMIKO_EXCEPTIONS,
+    RejectUnknownHostKey,
+    host_key_fingerprint,
+    translate,
+    underlying_error,
+)
+from drills.model.environment import SshAccess, read_secret_env
+from drills.model.errors import CommandTimeout, ConnectionFailed, ExecutorError, InputError
 
+# ERROR_TABLE, PARAMIKO_EXCEPTIONS, host_key_fingerprint and translate live in ssh_errors and
+# wrap_command in ssh_command; tests import them from here, so they are re-exported.
 __all__ = [
     "ERROR_TABLE",
     "PARAMIKO_EXCEPTIONS",
@@ -67,270 +65,10 @@ __all__ = [
     "wrap_command",
 ]
 
-PGID_MARK = b"drctl-pgid "
 KILL_TIMEOUT = 5.0  # seconds for the kill of a timed-out command's process group
 READ_SIZE = 65536
 SYNC_STDIN_LIMIT = 1024 * 1024  # larger stdin is written from a thread (the window may fill)
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-# The wrapper, run by ``sh`` on the host. ``g`` prints the process-group field of
-# /proc/$$/stat (the fields after "(comm) " are: state ppid pgrp ...).
-_ANNOUNCE = 'g() { echo "drctl-pgid $3" >&2; }; read -r s </proc/$$/stat; g ${s##*") "}; '
-_READ_ENV = 'while IFS= read -r l && [ -n "$l" ]; do export "$l"; done; '
-
-# -- errors ------------------------------------------------------------------------------------
-
-#: Every exception class paramiko exports, and the OS/socket errors it lets through, mapped to
-#: the class of ours it becomes. :func:`translate` walks an exception's MRO through this table.
-ERROR_TABLE: dict[type[BaseException], type[DrillError]] = {
-    # host keys
-    paramiko.BadHostKeyException: HostKeyRejected,
-    # authentication
-    paramiko.AuthenticationException: AuthenticationFailed,
-    paramiko.BadAuthenticationType: AuthenticationFailed,
-    paramiko.ssh_exception.PartialAuthentication: AuthenticationFailed,
-    paramiko.PasswordRequiredException: AuthenticationFailed,
-    paramiko.ssh_exception.UnableToAuthenticate: AuthenticationFailed,
-    paramiko.auth_strategy.AuthFailure: AuthenticationFailed,
-    # the connection and its channels
-    paramiko.ChannelException: ConnectionFailed,
-    paramiko.ssh_exception.NoValidConnectionsError: ConnectionFailed,
-    paramiko.ssh_exception.IncompatiblePeer: ConnectionFailed,
-    paramiko.ssh_exception.MessageOrderError: ConnectionFailed,
-    paramiko.ProxyCommandFailure: ConnectionFailed,
-    paramiko.SSHException: ConnectionFailed,
-    # configuration and key files
-    paramiko.ssh_exception.ConfigParseError: InputError,
-    paramiko.ssh_exception.CouldNotCanonicalize: InputError,
-    paramiko.pkey.UnknownKeyType: InputError,
-    # file transfer (not used by drctl today; mapped so nothing escapes)
-    paramiko.sftp.SFTPError: ExecutorError,
-    # the OS and the socket
-    TimeoutError: ConnectionFailed,  # socket.timeout is TimeoutError
-    ConnectionRefusedError: ConnectionFailed,
-    ConnectionResetError: ConnectionFailed,
-    ConnectionAbortedError: ConnectionFailed,
-    BrokenPipeError: ConnectionFailed,
-    socket.gaierror: ConnectionFailed,
-    socket.herror: ConnectionFailed,
-    EOFError: ConnectionFailed,
-    OSError: ConnectionFailed,  # no route to host, host down, network unreachable, ...
-}
-
-
-def _paramiko_exceptions() -> tuple[type[BaseException], ...]:
-    """Every public exception class of ``paramiko`` and ``paramiko.ssh_exception``."""
-    found: dict[str, type[BaseException]] = {}
-    for module in (paramiko, paramiko.ssh_exception):
-        for name in dir(module):
-            value = getattr(module, name)
-            if name.startswith("_") or not isinstance(value, type):
-                continue
-            if issubclass(value, BaseException) and value.__module__.startswith("paramiko"):
-                found[f"{value.__module__}.{value.__qualname__}"] = value
-    return tuple(found[key] for key in sorted(found))
-
-
-#: What a test enumerates: every public exception class paramiko defines.
-PARAMIKO_EXCEPTIONS: tuple[type[BaseException], ...] = _paramiko_exceptions()
-
-
-def host_key_fingerprint(key: paramiko.PKey) -> str:
-    """``SHA256:...``, as ``ssh-keygen -l`` and OpenSSH's own prompts show it."""
-    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-    return f"SHA256:{digest}"
-
-
-def _error_class(exc: BaseException) -> type[DrillError] | None:
-    for klass in type(exc).__mro__:
-        if klass in ERROR_TABLE:
-            return ERROR_TABLE[klass]
-    return None
-
-
-def translate(
-    exc: BaseException,
-    *,
-    node: str,
-    address: str,
-    doing: str,
-    known_hosts: str | None = None,
-    local_file: str | None = None,
-) -> DrillError:
-    """The error of ours that ``exc`` (raised by paramiko or the socket) becomes.
-
-    ``doing`` says what drctl was doing, ending in a preposition ("logging in as drctl to",
-    "opening a session for pg_ctl status on");
-    ``address`` is host:port; ``local_file`` names a file of ours being read (a key file, a
-    known_hosts file): its problems are configuration problems (InputError).
-    """
-    if isinstance(exc, DrillError):
-        return exc
-    detail = str(exc) or type(exc).__name__
-    if local_file is not None:
-        encrypted = isinstance(exc, paramiko.PasswordRequiredException) or (
-            isinstance(exc, TypeError) and "password" in detail.lower()
-        )
-        if encrypted:
-            detail = (
-                "the key is encrypted: name the environment variable holding its passphrase "
-                "in `passphrase_env`"
-            )
-        return InputError(f"{doing} {local_file} (for {address}) failed: {detail}", host=node)
-    klass = _error_class(exc) or ExecutorError
-    if isinstance(exc, paramiko.BadHostKeyException):
-        offered = host_key_fingerprint(exc.key)
-        expected = host_key_fingerprint(exc.expected_key)
-        where = known_hosts or "known_hosts"
-        message = (
-            f"{doing} {address} refused: its host key CHANGED. It offered {exc.key.get_name()} "
-            f"{offered}; {where} expects {expected}. Someone may be impersonating the host, or "
-            f"it was reinstalled: confirm the new key out of band before replacing its line in "
-            f"{where}. Nothing was run."
-        )
-    elif isinstance(exc, paramiko.AuthenticationException):
-        message = (
-            f"{doing} {address} failed: the host refused the login ({detail}); check that the "
-            "user may log in (AllowUsers) and that the key is in its authorized_keys"
-        )
-    elif isinstance(exc, ConnectionRefusedError):
-        message = f"{doing} {address} failed: connection refused (is sshd listening there?)"
-    elif isinstance(exc, TimeoutError):
-        message = f"{doing} {address} failed: no answer in time ({detail})"
-    elif isinstance(exc, EOFError):
-        message = f"{doing} {address} failed: the host closed the connection"
-    elif isinstance(exc, socket.gaierror):
-        message = f"{doing} {address} failed: the name does not resolve ({detail})"
-    else:
-        message = f"{doing} {address} failed: {type(exc).__name__}: {detail}"
-    return klass(message, host=node)
-
-
-# -- host keys -----------------------------------------------------------------------------
-
-
-class _RejectUnknownHostKey(paramiko.MissingHostKeyPolicy):
-    """Never accept a key that known_hosts does not hold: say which one it was."""
-
-    def __init__(self, node: str, address: str, known_hosts: str) -> None:
-        self.node = node
-        self.address = address
-        self.known_hosts = known_hosts
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        name = hostname  # "[127.0.0.2]:2201" off port 22
-        raise HostKeyRejected(
-            f"connecting to {self.address} refused: unknown host key {key.get_name()} "
-            f"{host_key_fingerprint(key)}; {self.known_hosts} has no entry for {name}. "
-            "Nothing was run. Confirm the fingerprint on the host out of band (ssh-keygen -lf "
-            f"/etc/ssh/ssh_host_*_key.pub), then add `{name} {key.get_name()} "
-            f"{key.get_base64()}` to {self.known_hosts}.",
-            host=self.node,
-        )
-
-
-# -- the wrapper ---------------------------------------------------------------------------
-
-
-def wrap_command(
-    argv: Sequence[str],
-    *,
-    become: tuple[str, str] | None = None,
-    env: bool = False,
-    cwd: str | None = None,
-) -> str:
-    """The command string sent to sshd for ``argv``: the wrapper (see the module docstring),
-    behind ``sudo -n -u USER --`` or ``su -s /bin/sh USER -c`` when ``become`` is
-    ``(method, user)``. No value of ``env`` is ever part of it, only whether to read some."""
-    if not argv:
-        raise InputError("an empty command cannot run")
-    script = _ANNOUNCE + (_READ_ENV if env else "")
-    if cwd is None and become is not None:
-        cwd = "/"  # a directory every user may enter
-    if cwd is not None:
-        script += f"cd -- {shlex.quote(cwd)} && "
-    script += 'exec "$@"'
-    inner = f"sh -c {shlex.quote(script)} sh {shell_join(argv)}"
-    if become is None:
-        return f"exec {inner}"
-    method, user = become
-    if method == "sudo":
-        return f"exec sudo -n -u {shlex.quote(user)} -- {inner}"
-    return f"exec su -s /bin/sh {shlex.quote(user)} -c {shlex.quote('exec ' + inner)}"
-
-
-def _become_argv(method: str, user: str, argv: Sequence[str]) -> list[str]:
-    if method == "sudo":
-        return ["sudo", "-n", "-u", user, "--", *argv]
-    return ["su", "-s", "/bin/sh", user, "-c", shell_join(argv)]
-
-
-class _Tail:
-    """Bytes of one stream, keeping the last ``limit`` characters' worth."""
-
-    def __init__(self, limit: int = STREAM_LIMIT) -> None:
-        self.limit = limit
-        self.data = bytearray()
-
-    def add(self, chunk: bytes) -> None:
-        self.data += chunk
-        if len(self.data) > 8 * self.limit:  # UTF-8 is at most 4 bytes a character
-            del self.data[: len(self.data) - 4 * self.limit]
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace")[-self.limit :]
-
-
-class _Stderr(_Tail):
-    """stderr, with the wrapper's ``drctl-pgid N`` line taken out (it is among the first)."""
-
-    HEAD_LINES = 8
-
-    def __init__(self, limit: int = STREAM_LIMIT) -> None:
-        super().__init__(limit)
-        self.head = bytearray()
-        self.scanning = True
-        self.lines_seen = 0
-        self.announced = False  # the wrapper ran (as the become user, when there is one)
-        self.pgid: int | None = None
-
-    def add(self, chunk: bytes) -> None:
-        if not self.scanning:
-            super().add(chunk)
-            return
-        self.head += chunk
-        while self.scanning:
-            newline = self.head.find(b"\n")
-            if newline < 0:
-                if len(self.head) > 4096:
-                    self._stop_scanning()
-                return
-            line = bytes(self.head[: newline + 1])
-            del self.head[: newline + 1]
-            self.lines_seen += 1
-            if line.startswith(PGID_MARK):
-                self.announced = True
-                value = line[len(PGID_MARK) :].strip()
-                self.pgid = int(value) if value.isdigit() else None
-                self._stop_scanning()
-            else:
-                super().add(line)
-                if self.lines_seen >= self.HEAD_LINES:
-                    self._stop_scanning()
-
-    def _stop_scanning(self) -> None:
-        self.scanning = False
-        rest, self.head = bytes(self.head), bytearray()
-        if rest:
-            super().add(rest)
-
-    def text(self) -> str:
-        if self.head:
-            self._stop_scanning()
-        return super().text()
 
 
 @dataclass(frozen=True)
@@ -430,7 +168,7 @@ class SshExecutor(PosixHost):
 
     def _remote_line(self, argv: Sequence[str], user: str | None) -> str:
         become = self._become_for(user)
-        return shell_join(list(argv) if become is None else _become_argv(*become, argv))
+        return shell_join(list(argv) if become is None else become_argv(*become, argv))
 
     def _become_for(self, user: str | None) -> tuple[str, str] | None:
         if user is None or user == self.login_user:
@@ -467,7 +205,7 @@ class SshExecutor(PosixHost):
                 client = paramiko.SSHClient()
                 self._load_known_hosts(client, hop)
                 client.set_missing_host_key_policy(
-                    _RejectUnknownHostKey(self.host, hop.address, hop.known_hosts)
+                    RejectUnknownHostKey(self.host, hop.address, hop.known_hosts)
                 )
                 sock = self._hop_socket(hop, clients, timeout)
                 try:
@@ -485,7 +223,7 @@ class SshExecutor(PosixHost):
                         sock=sock,
                     )
                 except BaseException as exc:
-                    cause = _underlying(client, exc, timeout)
+                    cause = underlying_error(client, exc, timeout)
                     client.close()
                     sock.close()
                     if not isinstance(exc, Exception):
@@ -616,7 +354,7 @@ class SshExecutor(PosixHost):
     ) -> CommandResult:
         become = self._become_for(user)
         remote = self._remote_line(argv, user)
-        stdin = _env_lines(env, remote, self.host) + (input or "").encode("utf-8")
+        stdin = env_lines(env, remote, self.host) + (input or "").encode("utf-8")
         command = wrap_command(argv, become=become, env=bool(env), cwd=cwd)
         started = time.monotonic()
         channel = self._open_channel(remote)
@@ -635,7 +373,7 @@ class SshExecutor(PosixHost):
         finally:
             channel.close()
         result = CommandResult(
-            tuple(argv if become is None else _become_argv(*become, argv)),
+            tuple(argv if become is None else become_argv(*become, argv)),
             returncode,
             stdout.text(),
             stderr.text(),
@@ -675,8 +413,8 @@ class SshExecutor(PosixHost):
         user: str | None,
         remote: str,
         timeout: float,
-    ) -> tuple[int, _Tail, _Stderr]:
-        stdout, stderr = _Tail(), _Stderr()
+    ) -> tuple[int, StreamTail, StderrTail]:
+        stdout, stderr = StreamTail(), StderrTail()
         writer: threading.Thread | None = None
         try:
             if len(stdin) > SYNC_STDIN_LIMIT:
@@ -735,7 +473,7 @@ class SshExecutor(PosixHost):
     def _timed_out(
         self,
         channel: paramiko.Channel,
-        stderr: _Stderr,
+        stderr: StderrTail,
         argv: Sequence[str],
         user: str | None,
         timeout: float,
@@ -757,7 +495,7 @@ class SshExecutor(PosixHost):
         """``kill -KILL`` the process group on a second channel (as the command's user)."""
         kill = ["kill", "-s", "KILL", "--", f"-{pgid}"]
         become = self._become_for(user)
-        line = shell_join(kill if become is None else _become_argv(*become, kill))
+        line = shell_join(kill if become is None else become_argv(*become, kill))
         transport = channel.get_transport()  # the command's own connection
         if not transport.is_active():
             return False
@@ -779,14 +517,14 @@ class SshExecutor(PosixHost):
         argv: Sequence[str],
         become: tuple[str, str] | None,
         result: CommandResult,
-        stderr: _Stderr,
+        stderr: StderrTail,
     ) -> None:
         """Failures that are not the command's own: become refused, command not found."""
         if result.returncode == 0:
             return
         if not stderr.announced:
             if become is not None:
-                raise _become_failed(self, become, argv, result)
+                raise become_failed(self.login_user, self.address, self.host, become, argv, result)
             raise ExecutorError(
                 f"the login shell of {self.login_user} on {self.address} did not run drctl's "
                 f"wrapper (exit {result.returncode}): {result.output[-500:]}",
@@ -800,64 +538,6 @@ class SshExecutor(PosixHost):
                 f"not allowed to run {name} on {self.address}: {result.stderr.strip()[-300:]}",
                 host=self.host,
             )
-
-
-def _become_failed(
-    executor: SshExecutor, become: tuple[str, str], argv: Sequence[str], result: CommandResult
-) -> BecomeFailed:
-    method, user = become
-    said = result.stderr.strip()[-500:]
-    login, where = executor.login_user, executor.address
-    lowered = said.lower()
-    if method == "sudo" and (
-        "password is required" in lowered or "terminal is required" in lowered
-    ):
-        hint = (
-            f"sudo on {where} wants a password to run {argv[0]} as {user} (drctl runs `sudo -n`, "
-            f"which never prompts): allow it without one in sudoers, e.g. "
-            f"`{login} ALL=({user}) NOPASSWD: /path/to/{os.path.basename(argv[0])}`"
-        )
-    elif "not found" in lowered and method in lowered:
-        hint = f"{method} is not installed on {where}"
-    elif method == "sudo":
-        hint = f"sudo on {where} would not run {argv[0]} as {user} for {login}"
-    else:
-        hint = (
-            f"su on {where} would not run {argv[0]} as {user} (su works only when drctl logs "
-            f"in as root; use `become: {{method: sudo}}` otherwise)"
-        )
-    return BecomeFailed(f"{hint}: {said}", host=executor.host)
-
-
-def _underlying(client: paramiko.SSHClient, exc: BaseException, timeout: float) -> BaseException:
-    """The transport thread's own error when paramiko reports only its consequence: after a
-    handshake that ran out of time, connect() says "No existing session"."""
-    if type(exc) is not paramiko.SSHException:
-        return exc
-    transport = client.get_transport()
-    saved = transport.get_exception() if transport is not None else None
-    if saved is not None:
-        return saved
-    if str(exc) == "No existing session":
-        return TimeoutError(f"the SSH handshake did not finish within {timeout:g}s")
-    return exc
-
-
-def _env_lines(env: dict[str, str] | None, remote: str, node: str) -> bytes:
-    if not env:
-        return b""
-    lines = []
-    for name, value in env.items():
-        if not ENV_NAME.match(name):
-            raise InputError(f"{name!r} is not a valid environment variable name", host=node)
-        if "\n" in value or "\0" in value:
-            raise InputError(
-                f"environment variable {name} for {remote} holds a newline or NUL; drctl passes "
-                "variables on stdin, one per line",
-                host=node,
-            )
-        lines.append(f"{name}={value}\n")
-    return ("".join(lines) + "\n").encode("utf-8")
 
 
 def _feed(channel: paramiko.Channel, data: bytes) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from drills.executors.postgres import SqlExecutor
 from drills.executors.ssh import SshExecutor
-from drills.lab.onehost import DB_USER, process_alive, server_conf
+from drills.lab.pgconf import DB_USER, server_conf
+from drills.lab.processes import process_alive
 from drills.lab.sshd import SshdProcess, SshSite, ensure_os_user
 from drills.model.errors import DrillError, ExecutorError, LabError
 

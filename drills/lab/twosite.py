@@ -38,18 +38,9 @@ from pydantic import ValidationError
 from drills.executors.postgres import SqlExecutor, node_dsn
 from drills.executors.ssh import SshExecutor
 from drills.lab import his
-from drills.lab.onehost import (
-    CONNECT_TIMEOUT,
-    DATABASE,
-    DB_USER,
-    atomic_write,
-    describe_error,
-    find_pg_bin,
-    lab_errors,
-    log_tail,
-    reachable_bin,
-    remove_path,
-)
+from drills.lab.binaries import find_pg_bin, reachable_bin
+from drills.lab.files import atomic_write, describe_error, lab_errors, log_tail, remove_path
+from drills.lab.pgconf import CONNECT_TIMEOUT, DATABASE, DB_USER
 from drills.lab.sites import (
     APP_ADDRESS,
     Site,
