@@ -22,6 +22,7 @@ from drills.cli.incident import register_incident
 from drills.cli.ops import register_ops
 from drills.cli.records import register_records
 from drills.cli.reports import register_reports
+from drills.cli.status import register_status, version_callback
 from drills.cli.verify import verify_app
 from drills.home import drctl_home, subdir
 from drills.model.errors import DrillError, InputError, Problem, ValidationFailed
@@ -44,6 +45,19 @@ register_reports(app)  # records status, records trend, report (after register_r
 register_ops(app)
 register_incident(app)  # incident declare, ack
 register_env(app)  # env check
+register_status(app)  # status
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """drctl — run disaster-recovery drills that are timed, verified and recorded."""
 
 
 # -- lab ---------------------------------------------------------------------------------------

@@ -124,3 +124,17 @@ def force_unlock(locks_dir: Path, environment: str) -> Holder | None:
         handle.truncate()
         fcntl.flock(handle, fcntl.LOCK_UN)
     return stale
+
+
+def lock_holders(locks_dir: Path) -> list[tuple[str, Holder, bool]]:
+    """Every environment whose lock names a run: (environment, holder, alive). A lock that
+    names a run but is not held was left by a run that died (``drctl unlock ENV``)."""
+    found = []
+    for path in sorted(locks_dir.glob("*.lock")):
+        environment = path.name.removesuffix(".lock")
+        with path.open("a+", encoding="utf-8") as handle:
+            holder = _read_holder(handle)
+        if holder is not None:
+            alive = holder_if_alive(locks_dir, environment) is not None
+            found.append((environment, holder, alive))
+    return found
