@@ -3,7 +3,9 @@ paused flow run (the Prefect API, `drctl ack`, or its file), the switch to DR, a
 objectives (response within 10 minutes, activation within 30) computed from those moments.
 
 The human steps are driven through the session's Prefect test harness; the switch runs on the
-session's lab (roles trade places; each test waits for a streaming pair before and after).
+session's lab (roles trade places; each test waits for a streaming pair before and after). The
+main activation runs on both session labs (`any_lab`): at the two-site lab the crash, fencing
+and rejoin happen on the primary's site over SSH.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from drills.engine.loader import bundled_playbooks
 from drills.engine.runner import RunRequest
 from drills.model.record import Record
 from tests.helpers import drctl, paused_flow_run, run_in_thread
+from tests.labs import AnyLab
 from tests.test_drills import roles_now, store, wait_streaming
 
 pytestmark = [pytest.mark.lab, pytest.mark.prefect]
@@ -64,29 +67,29 @@ def declared(minutes_ago: float) -> datetime:
 
 
 def test_acknowledged_through_the_api_activates_and_meets_the_contract(
-    lab: Path, prefect_api: str
+    any_lab: AnyLab, prefect_api: str
 ) -> None:
     from prefect.flow_runs import resume_flow_run
 
-    wait_streaming(lab)
-    before = roles_now(lab)
+    any_lab.wait_streaming()
+    before = any_lab.roles_now()
     declared_at = declared(2)
     thread, out = run_in_thread(
         RunRequest(
             playbook=PLAYBOOK,
-            environment="lab",
+            environment=any_lab.env,
             incident_declared_at=declared_at,
             declared_by="HIS duty desk",
         )
     )
     flow_run_id = paused_flow_run(PLAYBOOK)
-    assert roles_now(lab) == before  # nothing switched while nobody had acknowledged
+    assert any_lab.roles_now() == before  # nothing switched while nobody had acknowledged
     time.sleep(1.5)  # the response measured must include this wait
     resume_flow_run(flow_run_id, run_input={"engineer": "Wang (vendor)", "note": "on it"})
-    record = finish(thread, out, lab)
+    record = finish(thread, out, any_lab.home)
 
     assert record.status == "passed", record.reason
-    assert roles_now(lab) == {
+    assert any_lab.roles_now() == {
         name: "standby" if role == "primary" else "primary" for name, role in before.items()
     }
     m = stamps(record)
@@ -119,7 +122,19 @@ def test_acknowledged_through_the_api_activates_and_meets_the_contract(
     # The request is kept as JSON: the declaration time is ISO 8601, as the milestones are.
     assert "T" in record.request["incident_declared_at"]
     assert steps["verify_service"].checks[0].held
-    wait_streaming(lab)
+    # The crash, the fencing and the rejoin happened on the primary's host: over SSH at site A
+    # (or whichever site held the primary) at the two-site lab.
+    old_primary = record.roles["primary"]
+    assert before[old_primary] == "primary"
+    crash = steps["inject_crash"].data
+    assert (crash["host"], crash["address"]) == (old_primary, any_lab.address_of(old_primary))
+    if any_lab.over_ssh:
+        assert crash["address"].startswith("drctl-site-")
+        assert f"on {crash['address']}" in steps["inject_crash"].output
+    executors = {n["executor"] for n in record.environment["nodes"].values()}
+    assert executors == ({"ssh", "local"} if any_lab.over_ssh else {"local"})
+    assert all(s.status == "passed" for s in record.steps)
+    any_lab.wait_streaming()
 
 
 def test_a_late_acknowledgement_fails_the_response_objective(lab: Path, prefect_api: str) -> None:

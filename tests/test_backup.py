@@ -2,9 +2,13 @@
 recovered to the backup's end → reconciled with the source → removed; the same with pg_dump.
 The shipped playbooks do it all on the standby's host (pg2).
 
+The two end-to-end restore tests run the shipped playbooks unchanged on both session labs
+(`any_lab`): the one-host lab, and the two-site lab where the standby's host is site B, reached
+only over SSH as its site user (every step's data name that host and address).
+
 Bad input must give a clear error in the record and leave the source untouched: an old backup, a
-flipped byte, a scratch directory without space, a missing table. Runs through the runner
-without Prefect, on a lab of its own (its own DRCTL_HOME).
+flipped byte, a scratch directory without space, a missing table. Those run through the runner
+without Prefect, on a one-host lab of their own (their own DRCTL_HOME).
 
 And everything happens on the node, through its host executor: a recording executor handed out
 by a fake connector sees every command and file of a backup and scratch restore, and the
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import os
+import pwd
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -41,7 +46,9 @@ from drills.executors.host import CommandResult, DiskUsage, HostExecutor, Instan
 from drills.executors.local import LocalExecutor
 from drills.lab.onehost import Lab
 from drills.model.environment import Node
+from drills.model.record import Record
 from tests.helpers import REPO, drctl
+from tests.labs import AnyLab
 from tests.pg_fixtures import (
     SEED,
     SEEDED_TABLES,
@@ -61,35 +68,35 @@ pytestmark = [pytest.mark.lab]
 
 
 @pytest.fixture(scope="module")
-def home() -> Iterator[Path]:
-    with private_home("drctl-backup-") as home:
-        lab = Lab(home)
+def backup_home() -> Iterator[Path]:
+    with private_home("drctl-backup-") as backup_home:
+        lab = Lab(backup_home)
         lab.up()
         try:
-            nodes = environment(home)["nodes"]
+            nodes = environment(backup_home)["nodes"]
             sql(dsn_of(nodes["pg1"]), SEED)
             wait_replayed(dsn_of(nodes["pg1"]), dsn_of(nodes["pg2"]))
-            yield home
+            yield backup_home
         finally:
             lab.down()
-            leftovers = postgres_processes_under(home)
+            leftovers = postgres_processes_under(backup_home)
             assert not leftovers, leftovers
 
 
 @pytest.fixture
-def source(home: Path) -> Iterator[str]:
+def source(backup_home: Path) -> Iterator[str]:
     """The primary's DSN; the test fails if the source changed (drctl's own schema aside)."""
-    dsn = dsn_of(environment(home)["nodes"]["pg1"])
+    dsn = dsn_of(environment(backup_home)["nodes"]["pg1"])
     before = fingerprint(dsn)
     yield dsn
     assert fingerprint(dsn) == before, "the source was changed"
 
 
-def assert_nothing_left(home: Path) -> None:
+def assert_nothing_left(backup_home: Path) -> None:
     """No scratch server beside the nodes' data directories, no run state left."""
-    assert postgres_processes_under(*(home / "lab").glob("drctl-scratch-*")) == []
-    assert list((home / "lab").glob("drctl-scratch-*")) == []
-    assert not (home / "scratch" / "lab" / "pg2").exists()
+    assert postgres_processes_under(*(backup_home / "lab").glob("drctl-scratch-*")) == []
+    assert list((backup_home / "lab").glob("drctl-scratch-*")) == []
+    assert not (backup_home / "scratch" / "lab" / "pg2").exists()
 
 
 def wait_replayed(primary: str, standby: str, deadline: float = 30) -> None:
@@ -115,8 +122,51 @@ def take_into(tmp_path: Path, directory: Path, shipped: str, step: str) -> Any:
     return record.steps[0].data
 
 
-def test_backup_verify_restores_to_the_backup_end_and_reconciles(home: Path, source: str) -> None:
-    record = run("pg-backup-verify")
+@pytest.fixture
+def seeded(any_lab: AnyLab) -> Iterator[AnyLab]:
+    """A session lab (either) with the seeded tables on its primary, replayed on its standby,
+    DRCTL_HOME pointing at it; the test fails if the primary changed (drctl's schema aside)."""
+    with any_lab.active():
+        any_lab.wait_streaming()
+        primary, standby = any_lab.role_of("primary"), any_lab.role_of("standby")
+        dsn = any_lab.dsn(primary)
+        if sql(dsn, "select to_regclass('public.patients') is null")[0][0]:
+            sql(dsn, SEED)
+        wait_replayed(dsn, any_lab.dsn(standby))
+        before = fingerprint(dsn)
+        yield any_lab
+        assert fingerprint(dsn) == before, "the source was changed"
+        assert_nothing_left_on(any_lab)
+
+
+def assert_nothing_left_on(lab: AnyLab) -> None:
+    """No scratch server beside any node's data directory, on its host; no run state left."""
+    for name, node in lab.environment.nodes.items():
+        if node.postgres is None:
+            continue
+        scratch = list(lab.work_dir(name).glob("drctl-scratch-*"))
+        assert postgres_processes_under(*scratch) == [] and scratch == []
+        assert not (lab.home / "scratch" / lab.env / name).exists()
+
+
+def assert_ran_on_the_standbys_host(lab: AnyLab, record: Record) -> str:
+    """Every step's data name the standby and how its host was reached: over SSH as the site's
+    user at the two-site lab. Returns the standby's name."""
+    standby = str(record.roles["standby"])
+    address = lab.address_of(standby)
+    if lab.over_ssh:
+        assert address.startswith("drctl-site-") and f"@{lab.node(standby).host}:" in address
+    else:
+        assert address == "local"
+    assert [(s.id, s.data["host"], s.data["address"]) for s in record.steps] == [
+        (s.id, standby, address) for s in record.steps
+    ]
+    return standby
+
+
+def test_backup_verify_restores_to_the_backup_end_and_reconciles(seeded: AnyLab) -> None:
+    lab = seeded
+    record = run("pg-backup-verify", lab.env)
 
     assert record.status == "passed", record.reason
     steps = steps_of(record)
@@ -127,23 +177,27 @@ def test_backup_verify_restores_to_the_backup_end_and_reconciles(home: Path, sou
         "main:reconcile",
         "main:drop_scratch",
     ]
+    standby = assert_ran_on_the_standbys_host(lab, record)
+    node = lab.node(standby)
     backup = steps["main:take_backup"].data
     assert backup["taken"] is True
     assert backup["size_bytes"] > 10_000_000 and backup["files"] > 100
     assert 0 <= backup["age_seconds"] < 60 and backup["max_backup_age_seconds"] == 86400
-    assert Path(backup["path"]).parent == home / "lab" / "drctl-backups" / "lab" / "pg2" / "base"
-    assert backup["end_lsn"] and backup["label"].startswith("drctl lab/pg2")
-    assert (backup["host"], backup["address"]) == ("pg2", "local")
+    backups = lab.work_dir(standby) / "drctl-backups" / lab.env / standby / "base"
+    assert Path(backup["path"]).parent == backups
+    assert backup["end_lsn"] and backup["label"].startswith(f"drctl {lab.env}/{standby}")
     assert steps["main:verify_backup"].data["verified"] is True
 
     restore = steps["main:restore_scratch"].data
     assert restore["at_backup_end"] is True
     assert restore["restored_to_lsn"] == backup["end_lsn"]
     assert 0 < restore["restore_seconds"] < 60
-    assert restore["scratch_port"] not in {n["port"] for n in environment(home)["nodes"].values()}
-    assert restore["scratch_address"] == environment(home)["nodes"]["pg2"]["host"]
-    assert Path(restore["data_dir"]).parent == home / "lab" / "drctl-scratch-lab-pg2"
-    assert all(steps[s].data["host"] == "pg2" for s in steps)
+    ports = {n.port for n in lab.environment.nodes.values()}
+    ports |= {n.ssh.port for n in lab.environment.nodes.values() if n.ssh}
+    assert restore["scratch_port"] not in ports
+    assert restore["scratch_address"] == node.host  # the standby's own address: 127.0.0.3 at B
+    scratch = lab.work_dir(standby) / f"drctl-scratch-{lab.env}-{standby}"
+    assert Path(restore["data_dir"]).parent == scratch
 
     compared = steps["main:reconcile"].data
     assert compared["identical"] is True
@@ -159,33 +213,39 @@ def test_backup_verify_restores_to_the_backup_end_and_reconciles(home: Path, sou
     restore_time = next(o for o in record.objectives if o.name == "restore_time")
     assert restore_time.met and restore_time.measured_seconds is not None
     assert Path(backup["path"]).is_dir()  # the backup is kept; only the scratch server goes
-    assert_nothing_left(home)
+    if lab.over_ssh:  # made on the site's host as the site's user, who owns it there
+        assert node.postgres is not None
+        assert pwd.getpwuid(backups.stat().st_uid).pw_name == node.postgres.os_user
 
 
-def test_dump_restore_verify_restores_and_reconciles(home: Path, source: str) -> None:
-    record = run("pg-dump-restore-verify")
+def test_dump_restore_verify_restores_and_reconciles(seeded: AnyLab) -> None:
+    lab = seeded
+    record = run("pg-dump-restore-verify", lab.env)
 
     assert record.status == "passed", record.reason
     steps = steps_of(record)
+    standby = assert_ran_on_the_standbys_host(lab, record)
     dump = steps["main:take_dump"].data
     assert dump["taken"] is True and dump["database"] == "postgres"
     assert dump["size_bytes"] > 0 and dump["age_seconds"] < 60
+    dumps = lab.work_dir(standby) / "drctl-backups" / lab.env / standby / "dump"
+    assert Path(dump["path"]).parent == dumps
     assert Path(dump["path"]).is_file() and Path(dump["path"] + ".sha256").is_file()
     assert steps["main:verify_dump"].data["checksum_matches"] is True
     assert steps["main:verify_dump"].data["tables_with_data"] >= len(SEEDED_TABLES)
     restore = steps["main:restore_scratch"].data
     assert 0 < restore["pg_restore_seconds"] <= restore["restore_seconds"]
+    assert restore["scratch_address"] == lab.node(standby).host
     compared = steps["main:reconcile"].data
     assert compared["identical"] is True
     assert {t["table"] for t in compared["tables"]} >= SEEDED_TABLES
     assert compared["point"] == "dump snapshot"
-    assert_nothing_left(home)
 
 
 def test_a_backup_older_than_max_backup_age_fails_the_drill_with_that_reason(
-    home: Path, source: str, tmp_path: Path
+    backup_home: Path, source: str, tmp_path: Path
 ) -> None:
-    directory = home / "old-backups"
+    directory = backup_home / "old-backups"
     taken = take_into(tmp_path, directory, "pg-backup-verify", "take_backup")
     two_days_ago = time.time() - 2 * 86400
     os.utime(Path(taken["path"]) / "backup_manifest", (two_days_ago, two_days_ago))
@@ -213,11 +273,11 @@ def test_a_backup_older_than_max_backup_age_fails_the_drill_with_that_reason(
     # Nothing was restored; the rollback found nothing to remove.
     assert "main:restore_scratch" not in steps
     assert steps["rollback:remove_scratch"].output == "no scratch server to remove"
-    assert_nothing_left(home)
+    assert_nothing_left(backup_home)
 
 
-def test_an_old_dump_fails_the_drill_too(home: Path, source: str, tmp_path: Path) -> None:
-    directory = home / "old-dumps"
+def test_an_old_dump_fails_the_drill_too(backup_home: Path, source: str, tmp_path: Path) -> None:
+    directory = backup_home / "old-dumps"
     taken = take_into(tmp_path, directory, "pg-dump-restore-verify", "take_dump")
     three_days_ago = time.time() - 3 * 86400
     os.utime(taken["path"], (three_days_ago, three_days_ago))
@@ -231,13 +291,13 @@ def test_an_old_dump_fails_the_drill_too(home: Path, source: str, tmp_path: Path
     assert record.status == "failed"
     assert f"dump {taken['path']} is 72h00m old" in record.reason
     assert "older than max_backup_age 24h00m" in record.reason
-    assert_nothing_left(home)
+    assert_nothing_left(backup_home)
 
 
 def test_a_flipped_byte_fails_at_pg_verifybackup_naming_the_file(
-    home: Path, source: str, tmp_path: Path
+    backup_home: Path, source: str, tmp_path: Path
 ) -> None:
-    directory = home / "damaged-backups"
+    directory = backup_home / "damaged-backups"
     taken = take_into(tmp_path, directory, "pg-backup-verify", "take_backup")
     relative = sql(source, "select pg_relation_filepath('public.patients')")[0][0]
     damaged = Path(taken["path"]) / relative
@@ -260,7 +320,7 @@ def test_a_flipped_byte_fails_at_pg_verifybackup_naming_the_file(
     assert verify.data["files"] == [str(damaged)] and verify.data["verified"] is False
     assert str(damaged) in record.reason
     assert "main:restore_scratch" not in steps
-    assert_nothing_left(home)
+    assert_nothing_left(backup_home)
 
 
 @pytest.fixture
@@ -288,7 +348,7 @@ def tiny_scratch(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_scratch_directory_without_space_fails_before_writing_anything(
-    home: Path, source: str, tmp_path: Path, tiny_scratch: Path
+    backup_home: Path, source: str, tmp_path: Path, tiny_scratch: Path
 ) -> None:
     playbook = variant(
         tmp_path,
@@ -305,11 +365,11 @@ def test_a_scratch_directory_without_space_fails_before_writing_anything(
     assert "nothing was written" in restore.reason
     assert restore.data["free_bytes"] < restore.data["needed_bytes"]
     assert list(tiny_scratch.iterdir()) == []
-    assert_nothing_left(home)
+    assert_nothing_left(backup_home)
 
 
 def test_a_missing_table_is_named_and_the_scratch_server_is_removed(
-    home: Path, source: str, tmp_path: Path
+    backup_home: Path, source: str, tmp_path: Path
 ) -> None:
     playbook = variant(
         tmp_path,
@@ -326,11 +386,11 @@ def test_a_missing_table_is_named_and_the_scratch_server_is_removed(
     assert "public.no_such_table" in record.reason
     assert steps["rollback:remove_scratch"].status == "passed"
     assert "removed" in steps["rollback:remove_scratch"].output
-    assert_nothing_left(home)
+    assert_nothing_left(backup_home)
 
 
 def test_a_change_after_the_backup_point_is_found_row_by_row(
-    home: Path, source: str, tmp_path: Path
+    backup_home: Path, source: str, tmp_path: Path
 ) -> None:
     """The comparison is real: a table changed on the primary after the backup, and replayed on
     the standby it was taken from, differs, and the record names the table and the rows."""
@@ -372,11 +432,11 @@ def test_a_change_after_the_backup_point_is_found_row_by_row(
         ((51,), "missing_in_target"),
     }
     assert all(t["identical"] for name, t in by_table.items() if name != "public.scribble")
-    assert_nothing_left(home)
+    assert_nothing_left(backup_home)
 
 
 def test_a_scratch_server_left_by_a_crashed_run_is_removed_by_the_next(
-    home: Path, source: str, tmp_path: Path
+    backup_home: Path, source: str, tmp_path: Path
 ) -> None:
     """A run that dies after the restore leaves its scratch server and state file; the next run
     finds them through the run state in $DRCTL_HOME/scratch and removes them on the node's host
@@ -391,24 +451,28 @@ def test_a_scratch_server_left_by_a_crashed_run_is_removed_by_the_next(
     assert first.status == "passed", first.reason
     left = first.steps[-1].data["data_dir"]
     assert postgres_processes_under(left) != []
-    assert (home / "scratch" / "lab" / "pg2" / "state.json").is_file()
+    assert (backup_home / "scratch" / "lab" / "pg2" / "state.json").is_file()
 
     record = run("pg-backup-verify")
 
     assert record.status == "passed", record.reason
     restore = steps_of(record)["main:restore_scratch"]
     assert "an earlier run left a scratch server: stopped the scratch server" in restore.output
-    assert_nothing_left(home)
+    assert_nothing_left(backup_home)
 
 
-def test_validate_and_plan_show_the_real_commands(home: Path) -> None:
+def test_validate_and_plan_show_the_real_commands(backup_home: Path) -> None:
     names = ["pg-backup-verify", "pg-dump-restore-verify", "pg-migrate"]
-    result = drctl("validate", *[f"playbooks/{n}.yaml" for n in names], home=home)
+    result = drctl("validate", *[f"playbooks/{n}.yaml" for n in names], home=backup_home)
     assert result.returncode == 0, result.stdout + result.stderr
-    made = [home / "lab" / "drctl-backups", home / "scratch", *(home / "lab").glob("drctl-scr*")]
+    made = [
+        backup_home / "lab" / "drctl-backups",
+        backup_home / "scratch",
+        *(backup_home / "lab").glob("drctl-scr*"),
+    ]
     before = sorted(p for d in made if d.exists() for p in d.rglob("*"))
 
-    backup = drctl("plan", "pg-backup-verify", "--env", "lab", home=home)
+    backup = drctl("plan", "pg-backup-verify", "--env", "lab", home=backup_home)
     assert backup.returncode == 0, backup.stderr
     for text in (
         "pg_basebackup -d",
@@ -419,11 +483,11 @@ def test_validate_and_plan_show_the_real_commands(home: Path) -> None:
         "finished more than 24h00m ago",
         "nothing was run.",
         "on pg2: ",  # what runs on the standby's host, as its OS user
-        f"{home}/lab/drctl-backups/lab/pg2/base",
-        f"{home}/lab/drctl-scratch-lab-pg2",
+        f"{backup_home}/lab/drctl-backups/lab/pg2/base",
+        f"{backup_home}/lab/drctl-scratch-lab-pg2",
     ):
         assert text in backup.stdout, text
-    dump = drctl("plan", "pg-dump-restore-verify", "--env", "lab", home=home)
+    dump = drctl("plan", "pg-dump-restore-verify", "--env", "lab", home=backup_home)
     assert dump.returncode == 0, dump.stderr
     for text in ("pg_dump -Fc", "--exclude-schema=drctl", "pg_restore --list", "initdb"):
         assert text in dump.stdout, text
@@ -509,12 +573,12 @@ def files_under(root: Path) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["backup", "dump"])
 def test_a_restore_test_works_only_through_the_nodes_host_executor(
-    home: Path, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+    backup_home: Path, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     """Every command, file, directory, port and process of a backup (or dump), its scratch
     restore and its removal goes through the standby's host executor; the orchestrator's own
     DRCTL_HOME (a different directory here, as on a third host) gets only the run's state."""
-    env = resolve_environment(str(home / "environments" / "lab.yaml"))
+    env = resolve_environment(str(backup_home / "environments" / "lab.yaml"))
     orchestrator = tmp_path / "orchestrator-home"
     orchestrator.mkdir()
     monkeypatch.setenv("DRCTL_HOME", str(orchestrator))
@@ -543,19 +607,19 @@ def test_a_restore_test_works_only_through_the_nodes_host_executor(
     assert all((s["host"], s["address"]) == ("pg2", "recording@pg2") for s in steps)
     words = host.words()
     taken = steps[0]["path"]
-    assert taken.startswith(f"{home}/lab/drctl-backups/lab/pg2/")
+    assert taken.startswith(f"{backup_home}/lab/drctl-backups/lab/pg2/")
     assert Path(taken).exists()  # on the node's side, and kept
     program = "pg_basebackup" if kind == "backup" else "pg_dump"
     for expected in (program, "pg_ctl", "start", "stop", "rm"):
         assert any(w.endswith(expected) for w in words), expected
-    scratch = str(home / "lab" / "drctl-scratch-lab-pg2")
+    scratch = str(backup_home / "lab" / "drctl-scratch-lab-pg2")
     assert ("make_dirs", scratch) in host.calls
     assert ("free_port", standby.host) in host.calls
     assert ("instance_processes", f"{scratch}/data") in host.calls
     assert any(c[0] == "disk_usage" for c in host.calls)
     assert steps[2]["scratch_address"] == standby.host
     assert not any(str(orchestrator) in w for w in words)
-    assert_nothing_left(home)
+    assert_nothing_left(backup_home)
 
 
 def test_the_backup_modules_touch_no_local_file_process_or_socket() -> None:

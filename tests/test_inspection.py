@@ -2,7 +2,9 @@
 for real (a session idle in an open transaction, a long statement, an impossible disk threshold,
 no backup yet), and the report in the hospital's format rendered from the sealed record.
 
-Runs through the runner without Prefect, on a lab of its own (its own DRCTL_HOME). One test runs
+The whole inspection runs on both session labs (`any_lab`): at the two-site lab every item is
+observed over SSH on the sites' hosts. The provoked findings run through the runner without
+Prefect, on a one-host lab of their own (their own DRCTL_HOME). One test runs
 every item against a fake host executor and a fake SQL session, with the machine's own files,
 filesystems and processes out of reach: every observation comes through the node's executors.
 """
@@ -30,6 +32,7 @@ from drills.lab.onehost import Lab
 from drills.model.environment import Environment, Node
 from drills.model.record import Record
 from tests.helpers import REPO, drctl
+from tests.labs import AnyLab
 from tests.pg_fixtures import (
     dsn_of,
     environment,
@@ -47,21 +50,21 @@ ITEMS = 14  # checks in playbooks/pg-inspection.yaml
 
 
 @pytest.fixture(scope="module")
-def home() -> Iterator[Path]:
-    with private_home("drctl-inspection-") as home:
-        lab = Lab(home)
+def inspection_home() -> Iterator[Path]:
+    with private_home("drctl-inspection-") as inspection_home:
+        lab = Lab(inspection_home)
         lab.up()
         try:
-            yield home
+            yield inspection_home
         finally:
             lab.down()
-            leftovers = postgres_processes_under(home)
+            leftovers = postgres_processes_under(inspection_home)
             assert not leftovers, leftovers
 
 
 @pytest.fixture
-def primary_dsn(home: Path) -> str:
-    return dsn_of(environment(home)["nodes"]["pg1"])
+def primary_dsn(inspection_home: Path) -> str:
+    return dsn_of(environment(inspection_home)["nodes"]["pg1"])
 
 
 def only(tmp_path: Path, steps: dict[str, dict[str, Any]], name: str) -> Path:
@@ -93,76 +96,108 @@ def report(record: Record, fmt: str, lang: str = "zh") -> bytes:
 
 @needs_lab
 def test_a_healthy_lab_is_normal_but_for_the_missing_backup_until_one_is_taken(
-    home: Path, tmp_path: Path
+    any_lab: AnyLab, tmp_path: Path
 ) -> None:
-    record = run("pg-inspection")
+    with any_lab.active():
+        any_lab.wait_streaming()
+        any_lab.remove_backups()  # earlier tests may have taken some
+        record = run("pg-inspection", any_lab.env)
+        primary, standby = record.roles["primary"], record.roles["standby"]
 
-    # No backup yet: that one finding fails the inspection, and the reason names it.
-    assert record.status == "failed"
-    assert "backup_age" in record.reason
-    steps = steps_of(record)
-    assert {k for k, s in steps.items() if s.status != "passed"} == {"main:backup_age"}
-    assert sum(len(s.checks) for s in record.steps) == ITEMS
-    backup = observed(record, "backup_age")
-    # Looked for on the node's own host, beside its data directory, never in DRCTL_HOME.
-    data_dir = environment(home)["nodes"]["pg1"]["postgres"]["data_dir"]
-    expected_root = f"{os.path.dirname(data_dir)}/drctl-backups/lab"
-    # The playbook looks on the primary's host and the standby's (also_on: [standby]): here
-    # one host, searched once.
-    assert backup["found"] == 0 and backup["looked_in"] == expected_root
-    assert "no backup found" in steps["main:backup_age"].checks[0].detail
+        # No backup yet: that one finding fails the inspection, and the reason names it.
+        assert record.status == "failed"
+        assert "backup_age" in record.reason
+        steps = steps_of(record)
+        assert {k for k, s in steps.items() if s.status != "passed"} == {"main:backup_age"}
+        assert sum(len(s.checks) for s in record.steps) == ITEMS
+        backup = observed(record, "backup_age")
+        # Looked for on the nodes' own hosts, beside their data directories, never in
+        # DRCTL_HOME. The playbook looks on the primary's host and the standby's (also_on:
+        # [standby]): at the one-host lab that is one host, searched once; at the two-site lab
+        # each site's host, over SSH.
+        roots = {
+            name: f"{any_lab.work_dir(name)}/drctl-backups/{any_lab.env}"
+            for name in (primary, standby)
+        }
+        if any_lab.over_ssh:
+            assert roots[primary] != roots[standby]
+            looked_in = f"{primary}:{roots[primary]}, {standby}:{roots[standby]}"
+        else:
+            looked_in = roots[primary]
+        assert backup["found"] == 0 and backup["looked_in"] == looked_in
+        assert "no backup found" in steps["main:backup_age"].checks[0].detail
 
-    # Every observation is a real value read from the servers and their hosts.
-    disk = observed(record, "primary_disk")
-    assert 0 < disk["used_percent"] < 100 and disk["free_bytes"] > 0
-    assert disk["size_bytes"] == disk["used_bytes"] + disk["free_bytes"]
-    assert disk["path"] == environment(home)["nodes"]["pg1"]["postgres"]["data_dir"]
-    wal = observed(record, "primary_wal")
-    assert wal["wal_bytes"] >= 16 * 1024 * 1024 and wal["segments"] >= 1
-    assert wal["wal_bytes"] == wal["segments"] * 16 * 1024 * 1024
-    conns = observed(record, "connections")
-    assert conns["connections"] > 0 and conns["max_connections"] == 50
-    assert observed(record, "long_sessions")["count"] == 0
-    assert observed(record, "idle_in_transaction")["count"] == 0
-    settings = observed(record, "standby_settings")
-    assert settings["values"] == {
-        "data_checksums": "on",
-        "fsync": "on",
-        "full_page_writes": "on",
-        "hot_standby": "on",
-        "wal_level": "replica",
-    }
-    assert observed(record, "standby_replication", 1).startswith("streaming from 127.0.0.1:")
+        # Every observation is a real value read from the servers and their hosts.
+        pg = any_lab.node(primary).postgres
+        assert pg is not None
+        disk = observed(record, "primary_disk")
+        assert 0 < disk["used_percent"] < 100 and disk["free_bytes"] > 0
+        assert disk["size_bytes"] == disk["used_bytes"] + disk["free_bytes"]
+        assert disk["path"] == pg.data_dir
+        assert observed(record, "standby_disk")["path"] == any_lab.node(standby).postgres.data_dir  # type: ignore[union-attr]
+        wal = observed(record, "primary_wal")
+        assert wal["wal_bytes"] >= 16 * 1024 * 1024 and wal["segments"] >= 1
+        assert wal["wal_bytes"] == wal["segments"] * 16 * 1024 * 1024
+        conns = observed(record, "connections")
+        assert conns["connections"] > 0 and conns["max_connections"] == 50
+        assert observed(record, "long_sessions")["count"] == 0
+        assert observed(record, "idle_in_transaction")["count"] == 0
+        settings = observed(record, "standby_settings")
+        assert settings["values"] == {
+            "data_checksums": "on",
+            "fsync": "on",
+            "full_page_writes": "on",
+            "hot_standby": "on",
+            "wal_level": "replica",
+        }
+        streaming_from = f"streaming from {any_lab.node(primary).host}:"
+        assert observed(record, "standby_replication", 1).startswith(streaming_from)
+        executors = {n["executor"] for n in record.environment["nodes"].values()}
+        assert executors == ({"ssh", "local"} if any_lab.over_ssh else {"local"})
 
-    # The report: the hospital's form, the finding and its handling; a PDF with pages.
-    html = report(record, "html").decode()
-    for field in ("季度巡检报告", "巡检周期", "巡检时间", "巡检人", "巡检项目", "检查结果", "标准"):
-        assert field in html
-    assert "异常项与处理建议" in html and "签字" in html
-    assert "最近一次备份时间" in html and "未找到备份" in html and "pg-backup-verify" in html
-    assert f"本次巡检共 {ITEMS} 项，正常 {ITEMS - 1} 项，异常 1 项" in html
-    assert html.count(">异常</td>") == 1 and html.count(">正常</td>") == ITEMS - 1
-    assert "使用率 ≤ 85%" in html  # the standard, from the threshold the check recorded
-    english = report(record, "md", "en").decode()
-    assert "Quarterly inspection report" in english and "no backup found" in english
-    pdf = pypdf.PdfReader(io.BytesIO(report(record, "pdf")))
-    assert len(pdf.pages) >= 1
-    assert "巡检" in "".join(page.extract_text() or "" for page in pdf.pages)
+        # The report: the hospital's form, the finding and its handling; a PDF with pages.
+        html = report(record, "html").decode()
+        for field in (
+            "季度巡检报告",
+            "巡检周期",
+            "巡检时间",
+            "巡检人",
+            "巡检项目",
+            "检查结果",
+            "标准",
+        ):
+            assert field in html
+        assert "异常项与处理建议" in html and "签字" in html
+        assert "最近一次备份时间" in html and "未找到备份" in html and "pg-backup-verify" in html
+        assert f"本次巡检共 {ITEMS} 项，正常 {ITEMS - 1} 项，异常 1 项" in html
+        assert html.count(">异常</td>") == 1 and html.count(">正常</td>") == ITEMS - 1
+        assert "使用率 ≤ 85%" in html  # the standard, from the threshold the check recorded
+        english = report(record, "md", "en").decode()
+        assert "Quarterly inspection report" in english and "no backup found" in english
+        pdf = pypdf.PdfReader(io.BytesIO(report(record, "pdf")))
+        assert len(pdf.pages) >= 1
+        assert "巡检" in "".join(page.extract_text() or "" for page in pdf.pages)
 
-    # A backup taken by drctl's own pg.basebackup: now every item is normal.
-    take = run(variant(tmp_path, "pg-backup-verify", name="take", only=["take_backup"]))
-    assert take.status == "passed", take.reason
-    again = run("pg-inspection")
-    assert again.status == "passed", again.reason
-    backup = observed(again, "backup_age")
-    assert backup["found"] == 1 and 0 <= backup["age_seconds"] < 120
-    assert backup["path"] == take.steps[0].data["path"]
-    assert f"正常 {ITEMS} 项，异常 0 项" in report(again, "html").decode()
+        # A backup taken by drctl's own pg.basebackup (on the standby's host): now every item
+        # is normal, and the backup is found there.
+        take = run(
+            variant(tmp_path, "pg-backup-verify", name="take", only=["take_backup"]), any_lab.env
+        )
+        assert take.status == "passed", take.reason
+        assert take.steps[0].data["address"] == any_lab.address_of(standby)
+        again = run("pg-inspection", any_lab.env)
+        assert again.status == "passed", again.reason
+        backup = observed(again, "backup_age")
+        assert backup["found"] == 1 and 0 <= backup["age_seconds"] < 120
+        assert backup["path"] == take.steps[0].data["path"]
+        assert backup["path"].startswith(roots[standby] + "/")
+        assert backup["host"] == (standby if any_lab.over_ssh else primary)
+        assert f"正常 {ITEMS} 项，异常 0 项" in report(again, "html").decode()
 
 
 @needs_lab
 def test_a_session_idle_in_transaction_is_a_finding_that_names_its_pid(
-    home: Path, tmp_path: Path, primary_dsn: str
+    inspection_home: Path, tmp_path: Path, primary_dsn: str
 ) -> None:
     playbook = only(tmp_path, {"idle_in_transaction": {"max": "1s"}}, "idle")
     with psycopg.connect(primary_dsn, application_name="ward-app") as held:
@@ -185,7 +220,7 @@ def test_a_session_idle_in_transaction_is_a_finding_that_names_its_pid(
 
 @needs_lab
 def test_a_long_statement_is_found_with_its_literals_left_out(
-    home: Path, tmp_path: Path, primary_dsn: str
+    inspection_home: Path, tmp_path: Path, primary_dsn: str
 ) -> None:
     playbook = only(tmp_path, {"long_sessions": {"max": "1s"}}, "long")
     conn = psycopg.connect(primary_dsn, autocommit=True)
@@ -218,7 +253,7 @@ def test_a_long_statement_is_found_with_its_literals_left_out(
 
 
 @needs_lab
-def test_an_impossible_disk_threshold_is_a_finding(home: Path, tmp_path: Path) -> None:
+def test_an_impossible_disk_threshold_is_a_finding(inspection_home: Path, tmp_path: Path) -> None:
     playbook = only(tmp_path, {"primary_disk": {"max_used_percent": 0}}, "disk")
     record = run(playbook)
     assert record.status == "failed" and "primary_disk" in record.reason
@@ -228,14 +263,14 @@ def test_an_impossible_disk_threshold_is_a_finding(home: Path, tmp_path: Path) -
 
 
 @needs_lab
-def test_the_cli_renders_the_inspection_report(home: Path, tmp_path: Path) -> None:
+def test_the_cli_renders_the_inspection_report(inspection_home: Path, tmp_path: Path) -> None:
     record = run(only(tmp_path, {"connections": {}}, "conn"))
     assert record.status == "passed", record.reason
     out = tmp_path / "r.pdf"
-    done = drctl("report", record.id, "--format", "pdf", "--out", str(out), home=home)
+    done = drctl("report", record.id, "--format", "pdf", "--out", str(out), home=inspection_home)
     assert done.returncode == 0, done.stderr
     assert len(pypdf.PdfReader(io.BytesIO(out.read_bytes())).pages) >= 1
-    md = drctl("report", record.id, "--format", "md", "--out", "-", home=home)
+    md = drctl("report", record.id, "--format", "md", "--out", "-", home=inspection_home)
     assert md.returncode == 0 and "季度巡检报告" in md.stdout and "主库连接数" in md.stdout
 
 
