@@ -53,12 +53,20 @@ def summary_markdown(record: Record) -> str:
             )
         lines.append("")
     m = record.measurements
-    if m.write_outage_seconds is not None or m.lost_writes is not None:
-        lines.append(
-            f"Measured: write outage {format_seconds(m.write_outage_seconds)}, lost writes "
-            f"{'—' if m.lost_writes is None else m.lost_writes}, "
-            f"RPO {format_seconds(m.rpo_seconds)}"
+    measured = [
+        f"{label} {format_seconds(value)}"
+        for label, value in (
+            ("write outage", m.write_outage_seconds),
+            ("service outage", m.service_outage_seconds),
         )
+        if value is not None
+    ]
+    if m.lost_writes is not None:
+        measured.append(f"lost writes {m.lost_writes}")
+    if m.rpo_seconds is not None:
+        measured.append(f"RPO {format_seconds(m.rpo_seconds)}")
+    if measured:
+        lines.append("Measured: " + ", ".join(measured))
     for override in record.overrides_used:
         lines.append(f"- override used: {md_escape(override)}")
     lines.append("")

@@ -107,10 +107,11 @@ def narrow_table(**options: Any) -> Table:
     )
 
 
-def fits(table: Table) -> bool:
-    """Whether the table's widest row fits the terminal without cutting a no-wrap column."""
-    wide = console.options.update_width(10_000)
-    return console.measure(table, options=wide).maximum <= console.width
+def fits(table: Table, *, wrapping: bool = False) -> bool:
+    """Whether the table fits the terminal without cutting a no-wrap column: on one line per
+    row, or (``wrapping``) with its wrapping columns wrapped."""
+    measured = console.measure(table, options=console.options.update_width(10_000))
+    return (measured.minimum if wrapping else measured.maximum) <= console.width
 
 
 @records_app.command("show")

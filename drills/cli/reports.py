@@ -20,7 +20,16 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from drills.cli.records import _date, _print, _store, console, err, records_app
+from drills.cli.records import (
+    _date,
+    _print,
+    _store,
+    console,
+    err,
+    fits,
+    narrow_table,
+    records_app,
+)
 from drills.home import subdir
 from drills.model.errors import InputError
 
@@ -57,32 +66,42 @@ def records_status(
     if json_out:
         print(json.dumps([e.as_dict() for e in entries], indent=2, ensure_ascii=False))
     else:
-        table = Table(box=box.SIMPLE_HEAD)
-        for column in (
-            "playbook",
-            "environment",
-            "last pass",
-            "age",
-            "playbook now",
-            "holiday",
-            "",
-        ):
-            table.add_column(column)
+        # Readable at 80 columns, and a record id is never cut: the id sits under its drill in
+        # a column as wide as the longest id; the rest wraps. Too narrow even for that, each
+        # entry is printed as lines of its own.
+        ids = [e.last_pass_id for e in entries if e.last_pass_id]
+        table = narrow_table()
+        table.add_column(
+            "playbook @ environment\nlast passing record",
+            no_wrap=True,
+            min_width=max((len(i) for i in ids), default=0),
+        )
+        table.add_column("passed\nage", no_wrap=True)
+        table.add_column("state, playbook now, next long holiday", ratio=1, min_width=20)
+        rows = []
         for e in entries:
-            table.add_row(
-                escape(e.playbook),
-                escape(e.environment),
-                escape(f"{e.last_pass_date} {e.last_pass_id}")
-                if e.last_pass_id
-                else "[red]none[/]",
-                f"{e.age_days}d" if e.age_days is not None else "—",
-                escape(e.playbook_note or "—"),
-                escape(e.holiday if len(e.holiday) <= 60 else e.holiday[:57] + "…"),
-                "[red]STALE[/] " + escape("; ".join(e.reasons)) if e.stale else "[green]ok[/]",
+            state = "[red]STALE[/] " + escape("; ".join(e.reasons)) if e.stale else "[green]ok[/]"
+            holiday = e.holiday if len(e.holiday) <= 60 else e.holiday[:57] + "…"
+            rows.append(
+                (
+                    escape(f"{e.playbook} @ {e.environment}")
+                    + "\n"
+                    + (escape(e.last_pass_id) if e.last_pass_id else "[red]none[/]"),
+                    f"{e.last_pass_date}\n{e.age_days}d" if e.last_pass_id else "—",
+                    f"{state}\nplaybook {escape(e.playbook_note or '—')}\n"
+                    f"holiday: {escape(holiday)}",
+                )
             )
-        console.print(table)
+            table.add_row(*rows[-1])
+        if fits(table, wrapping=True):
+            console.print(table)
+        else:
+            for first, second, third in rows:
+                console.print(first, no_wrap=True, crop=False)
+                console.print("  " + second.replace("\n", ", "))
+                console.print("  " + third.replace("\n", "\n  "), soft_wrap=False)
         for text in sorted({e.holiday for e in entries if len(e.holiday) > 60}):
-            _print(f"holiday: {text}")
+            console.print(escape(f"holiday: {text}"), soft_wrap=False)  # wrapped at the width
         if not entries:
             console.print("no drill records yet")
         console.print(f"{len(stale)} stale of {len(entries)}")

@@ -9,6 +9,12 @@ font (Debian: ``fonts-wqy-zenhei``), which ``cjk_font_problem`` looks for.
 
 A site's own templates (``$DRCTL_HOME/templates`` or ``DRCTL_TEMPLATES``) replace the shipped
 ones of the same name; see ``drills.reports.site``.
+
+A report is a function of the sealed record, its annotations and the site settings: rendering it
+twice gives the same HTML and Markdown. A Chinese report shows no English sentence: what the
+record says in English (the runner's sentences, check expectations, milestone names) is
+translated when the report is rendered (``drills.reports.phrases``), never in the record; and
+while the site's details are still the shipped placeholders a banner at the top says which.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from drills.reports.site import (
     messages,
     site_templates_dir,
 )
-from drills.reports.view import ReportInput, build_view
+from drills.reports.view import ReportInput, build_view, quotes_unknown
 
 if TYPE_CHECKING:
     from drills.model.record import Record
@@ -51,6 +57,8 @@ def md_escape(value: Any) -> Any:
         return ""
     if isinstance(value, Markup):
         return value
+    if hasattr(value, "__md__"):  # text a report translated (drills.reports.phrases.Said)
+        return Markup(value.__md__())
     if isinstance(value, bool | int | float):
         return value
     text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -135,6 +143,7 @@ def render_report(
 
         form, t = "inspection", {**t, **plain_words(lang)}
         doc["inspection"] = inspection_view(source.record, doc, lang, site)
+        doc["unknown"] = quotes_unknown(doc)
     context = {"doc": doc, "t": t, "site": site, "lang": lang}
     try:
         if fmt == "md":

@@ -3,15 +3,20 @@
 - The timeline of one drill: a bar per step from its start to its end on the run's monotonic
   offsets, ticks where its action returned and its checks held, the milestones, and a dashed line
   at each objective's deadline (its ``from`` milestone plus its target). A deadline far beyond
-  the drill (a 60 s RTO for a 1 s switchover) is drawn as an arrow at the right edge with its
-  time, so the steps stay readable.
-- The trend of one playbook: per-step durations and the RTO, drill by drill.
+  the drill (a 60 s RTO for a 1 s switchover) is drawn past a break in the time axis, at its own
+  time, so the steps stay readable and the deadline is still drawn where it is. The labels of
+  the deadlines and milestones sit in lanes under the axis, placed so that no two overlap.
+- The trend of one playbook: per-step durations and the RTO, drill by drill, against the RTO
+  target, with failed drills marked and the drills' start times (date and time, in one zone) on
+  the x-axis.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from drills.model.durations import format_seconds
 from drills.model.record import Record
@@ -40,6 +45,15 @@ def nice_step(span: float, ticks: int = 6) -> float:
     return float(10 * power)
 
 
+# Text widths, for placing labels: a CJK character (or a wide symbol) is one em, anything else
+# at most 0.62 em in the fonts the SVG names; the estimate errs wide so that labels never touch.
+_WIDE = "◆≤≥→↩✕…—"
+
+
+def text_width(text: str, size: float) -> float:
+    return sum(size if (ord(ch) >= 0x2E80 or ch in _WIDE) else size * 0.62 for ch in text)
+
+
 @dataclass
 class Bar:
     label: str
@@ -56,14 +70,48 @@ class Bar:
 class Line:
     label: str
     x: float
-    clipped: bool
+    clipped: bool  # beyond the axis break
     met: bool
+    at: float = 0.0
 
 
 @dataclass
 class Tick:
     x: float
     label: str
+
+
+@dataclass
+class Label:
+    """A text under the axis: a deadline's or a milestone's, in its lane."""
+
+    text: str
+    kind: str  # "deadline" or "milestone"
+    marker_x: float
+    x: float
+    y: float
+    anchor: str  # "start" or "end"
+    size: float
+    met: bool = True
+    lane: int = 0
+
+    @property
+    def width(self) -> float:
+        return text_width(self.text, self.size)
+
+    def box(self) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of the text."""
+        left = self.x if self.anchor == "start" else self.x - self.width
+        return (left, self.y - self.size, left + self.width, self.y + 0.25 * self.size)
+
+
+@dataclass
+class AxisBreak:
+    """Where the time axis is broken: the main scale ends at ``x0``, the far deadlines are
+    drawn after ``x1`` at their own times."""
+
+    x0: float
+    x1: float
 
 
 @dataclass
@@ -79,6 +127,9 @@ class Timeline:
     milestones: list[Tick]
     axis: list[Tick]
     empty: bool
+    labels: list[Label] = field(default_factory=list)
+    axis_break: AxisBreak | None = None
+    main_right: float = 0.0
 
 
 def _from_milestone(basis: str) -> str | None:
@@ -87,7 +138,41 @@ def _from_milestone(basis: str) -> str | None:
     return None
 
 
-def timeline(record: Record, titles: dict[str, str]) -> Timeline:
+LANE = 15
+LABELS_TOP = 22
+GAP = 8
+
+
+def place_labels(labels: list[Label], bottom: float, width: float) -> int:
+    """Put each label in the first lane where it overlaps no other; the number of lanes."""
+    lanes: list[list[tuple[float, float]]] = []
+    for label in sorted(labels, key=lambda item: item.marker_x):
+        w = label.width
+        if label.marker_x - 3 + w <= width - 4:
+            label.anchor, label.x = "start", label.marker_x - 3
+            span = (label.x, label.x + w)
+        else:
+            label.anchor, label.x = "end", label.marker_x + 3
+            span = (label.x - w, label.x)
+        for n, lane in enumerate(lanes):
+            if all(span[0] >= b + GAP or span[1] <= a - GAP for a, b in lane):
+                lane.append(span)
+                label.lane = n
+                break
+        else:
+            lanes.append([span])
+            label.lane = len(lanes) - 1
+        label.y = bottom + LABELS_TOP + label.lane * LANE
+    return len(lanes)
+
+
+def timeline(
+    record: Record,
+    titles: dict[str, str],
+    *,
+    milestone_label: Callable[[str], str] | None = None,
+    objective_label: Callable[[str], str] | None = None,
+) -> Timeline:
     steps = record.steps
     end = max(
         [s.offsets.ended for s in steps]
@@ -100,16 +185,27 @@ def timeline(record: Record, titles: dict[str, str]) -> Timeline:
         start = stamped.get(_from_milestone(objective.basis) or "")
         if start is None:
             continue
-        label = f"{objective.name} ≤ {format_seconds(objective.target_seconds)}"
+        name = objective_label(objective.name) if objective_label else objective.name
+        label = f"{name} ≤ {format_seconds(objective.target_seconds)}"
         deadlines_at.append((label, start + objective.target_seconds, objective.met))
-    # Show deadlines up to 3x the drill; later ones become arrows at the right edge.
+    # Deadlines up to 3x the drill are on its scale; later ones are drawn past an axis break.
     cap = max(end * 3, 0.001)
+    far = sorted({at for _, at, _ in deadlines_at if at > cap})
     axis_max = max([end] + [t for _, t, _ in deadlines_at if t <= cap]) or 1.0
     axis_max *= 1.04
     plot = WIDTH - LABEL - RIGHT
+    main = plot - 140 if far else plot
+    axis_break = AxisBreak(LABEL + main + 8, LABEL + main + 26) if far else None
 
     def x(offset: float) -> float:
-        return LABEL + plot * max(0.0, min(offset, axis_max)) / axis_max
+        return LABEL + main * max(0.0, min(offset, axis_max)) / axis_max
+
+    def far_x(at: float) -> float:
+        assert axis_break is not None
+        x0, x1 = axis_break.x1 + 24, LABEL + plot - 24
+        if len(far) == 1:
+            return (x0 + x1) / 2
+        return x0 + (x1 - x0) * far.index(at) / (len(far) - 1)
 
     bars = []
     for index, step in enumerate(steps):
@@ -130,10 +226,11 @@ def timeline(record: Record, titles: dict[str, str]) -> Timeline:
     bottom = TOP + max(len(steps), 1) * ROW
     lines = [
         Line(
-            label=label if at <= cap else f"{label} → {format_seconds(at)}",
-            x=x(at) if at <= cap else float(WIDTH - RIGHT),
+            label=label,
+            x=x(at) if at <= cap else far_x(at),
             clipped=at > cap,
             met=met,
+            at=at,
         )
         for label, at, met in deadlines_at
     ]
@@ -143,8 +240,19 @@ def timeline(record: Record, titles: dict[str, str]) -> Timeline:
         for n in range(int(axis_max / every) + 1)
         if n * every <= axis_max
     ]
-    milestones = [Tick(x(m.offset), m.name) for m in record.milestones if m.name != "run_started"]
-    height = int(bottom + 30 + 16 * max(len(lines), 1) + 12 * len(milestones))
+    # The far deadlines' own times, on the far side of the break.
+    axis += [Tick(far_x(at), format_seconds(at)) for at in far]
+    milestones = [
+        Tick(x(m.offset), milestone_label(m.name) if milestone_label else m.name)
+        for m in record.milestones
+        if m.name != "run_started"
+    ]
+    labels = [
+        Label(line.label, "deadline", line.x, line.x, 0.0, "start", 11, met=line.met)
+        for line in lines
+    ] + [Label(f"◆ {m.label}", "milestone", m.x, m.x, 0.0, "start", 10) for m in milestones]
+    lanes = place_labels(labels, bottom, WIDTH)
+    height = int(bottom + LABELS_TOP + max(lanes, 1) * LANE)
     return Timeline(
         width=WIDTH,
         height=height,
@@ -157,6 +265,9 @@ def timeline(record: Record, titles: dict[str, str]) -> Timeline:
         milestones=milestones,
         axis=axis,
         empty=not steps,
+        labels=labels,
+        axis_break=axis_break,
+        main_right=LABEL + main,
     )
 
 
@@ -178,45 +289,119 @@ class Series:
 
 
 @dataclass
+class XLabel:
+    x: float
+    time: str
+    date: str  # "" when the previous label showed the same date
+
+
+@dataclass
 class TrendChart:
     width: int
     height: int
     left: int
+    right: int
     top: int
+    plot_top: int
     bottom: int
     series: list[Series]
     y_axis: list[tuple[float, str]]
-    x_labels: list[tuple[float, str]]
+    x_labels: list[XLabel]
+    y_max: float
+    target: list[tuple[float, float]] = field(default_factory=list)
+    target_label: str = ""
+    target_off_scale: bool = False
+    failed: list[float] = field(default_factory=list)
+    legend_top: int = 0
+
+    @property
+    def target_polyline(self) -> str:
+        return " ".join(f"{px:.1f},{py:.1f}" for px, py in self.target)
 
 
 def trend_chart(
-    labels: list[str], columns: dict[str, list[float | None]], rto: list[float | None]
+    moments: list[datetime],
+    columns: dict[str, list[float | None]],
+    rto: list[float | None],
+    *,
+    targets: list[float | None] | None = None,
+    failed: list[bool] | None = None,
+    names: dict[str, str] | None = None,
+    rto_name: str = "RTO",
 ) -> TrendChart:
-    width, height, left, top, bottom = WIDTH, 380, 70, 20, 300
+    """``moments``: each drill's start, already in the zone the report shows; ``targets``: each
+    drill's RTO target; ``failed``: which drills failed; ``names``: a series' label by id."""
+    width, left, right_margin = WIDTH, 70, 40
+    right = width - right_margin
+    targets = targets or [None] * len(moments)
+    failed = failed or [False] * len(moments)
     values = [v for col in [*columns.values(), rto] for v in col if v is not None]
-    top_value = max(values, default=1.0) * 1.1 or 1.0
-    count = max(len(labels), 1)
+    highest = max(values, default=0.0)
+    wanted = [t for t in targets if t is not None]
+    # A target far above every value would flatten the lines: it is drawn past a break instead.
+    off_scale = bool(wanted) and highest > 0 and max(wanted) > 3 * highest
+    covered = values + ([] if off_scale else wanted)
+    top_value = max(covered, default=0.0) or 1.0
+    step = nice_step(top_value, 5)
+    y_max = math.ceil(top_value / step - 1e-9) * step
+    top, bottom = 20, 300
+    plot_top = top + (34 if off_scale else 0)
+    count = max(len(moments), 1)
 
     def px(i: int) -> float:
-        return left + (width - left - 40) * (i / (count - 1) if count > 1 else 0.5)
+        return left + 20 + (right - left - 40) * (i / (count - 1) if count > 1 else 0.5)
 
     def py(v: float) -> float:
-        return bottom - (bottom - top) * v / top_value
+        return bottom - (bottom - plot_top) * v / y_max
 
     def points(col: list[float | None]) -> list[tuple[float, float]]:
         return [(px(i), py(v)) for i, v in enumerate(col) if v is not None]
 
+    named = names or {}
     series = [
-        Series(name, PALETTE[n % len(PALETTE)], points(col))
+        Series(named.get(name, name), PALETTE[n % len(PALETTE)], points(col))
         for n, (name, col) in enumerate(columns.items())
     ]
-    series.append(Series("RTO", "#d62728", points(rto), bold=True))
-    step = nice_step(top_value, 5)
-    y_axis = [
-        (py(n * step), axis_label(n * step))
-        for n in range(int(top_value / step) + 1)
-        if n * step <= top_value
-    ]
-    every = max(1, count // 12)
-    x_labels = [(px(i), label) for i, label in enumerate(labels) if i % every == 0]
-    return TrendChart(width, height, left, top, bottom, series, y_axis, x_labels)
+    series.append(Series(rto_name, "#d62728", points(rto), bold=True))
+    y_axis = [(py(n * step), axis_label(n * step)) for n in range(round(y_max / step) + 1)]
+    spacing = (right - left - 40) / (count - 1) if count > 1 else float(width)
+    every = max(1, math.ceil(text_width("2026-12-31", 10) * 1.15 / spacing))
+    x_labels: list[XLabel] = []
+    shown_date = ""
+    for i, moment in enumerate(moments):
+        if i % every:
+            continue
+        date = moment.strftime("%Y-%m-%d")
+        x_labels.append(XLabel(px(i), moment.strftime("%H:%M"), "" if date == shown_date else date))
+        shown_date = date
+    target_points: list[tuple[float, float]] = []
+    label = ""
+    if wanted:
+        y_target = top + 10 if off_scale else None
+        target_points = [
+            (px(i), y_target if y_target is not None else py(t))
+            for i, t in enumerate(targets)
+            if t is not None
+        ]
+        shown = sorted(set(wanted))
+        label = " / ".join(format_seconds(t) for t in shown)
+    legend_top = bottom + 48
+    height = legend_top + 16 * math.ceil((len(series) + 2) / 4) + 8
+    return TrendChart(
+        width=width,
+        height=height,
+        left=left,
+        right=right,
+        top=top,
+        plot_top=plot_top,
+        bottom=bottom,
+        series=series,
+        y_axis=y_axis,
+        x_labels=x_labels,
+        y_max=y_max,
+        target=target_points,
+        target_label=label,
+        target_off_scale=off_scale,
+        failed=[px(i) for i, bad in enumerate(failed) if bad],
+        legend_top=legend_top,
+    )

@@ -20,7 +20,8 @@ import yaml
 
 from drills.model.durations import format_seconds
 from drills.model.record import Record
-from drills.reports.site import PACKAGE, text
+from drills.reports.phrases import Phrasebook, Said, compose, inline
+from drills.reports.site import PACKAGE, messages, text, zone_name
 from drills.reports.view import local_time
 from verify.result import CheckResult
 
@@ -94,12 +95,19 @@ def _settings_text(values: Any) -> str:
     )
 
 
-def result_text(check: CheckResult, w: dict[str, Any], when: Any) -> str:
-    """What the check observed, in the report's language; the raw value when it has no form."""
+def result_text(
+    check: CheckResult, w: dict[str, Any], when: Any, says: Phrasebook | None = None
+) -> str | Said:
+    """What the check observed, in the report's language; when it has no form, what the check
+    said (translated by ``says``, if given)."""
     observed = check.observed
     results: dict[str, str] = w["results"]
+
+    def raw(value: str) -> str | Said:
+        return says.sentence(value) if says is not None else value
+
     if check.verdict == "error":
-        return check.detail or str(observed)
+        return raw(check.detail) if check.detail else raw(str(observed))
     name = check.check
     if name == "pg.streaming" and isinstance(observed, str):
         match = _STREAMING.fullmatch(observed)
@@ -108,6 +116,8 @@ def result_text(check: CheckResult, w: dict[str, Any], when: Any) -> str:
     if name in ("pg.is_primary", "pg.is_standby") and isinstance(observed, str):
         return _fill(results[name], {"role": w.get(f"role_{observed}", observed)})
     if not isinstance(observed, dict):
+        if name not in results and says is not None:
+            return says.observed(observed)
         return _fill(results.get(name, "{observed}"), {"observed": observed})
     values: dict[str, Any] = dict(observed)
     values |= {
@@ -137,30 +147,34 @@ def result_text(check: CheckResult, w: dict[str, Any], when: Any) -> str:
         if name == "pg.settings" and observed.get("wrong"):
             text_ += " ✘ " + _settings_text(observed["wrong"])
         return text_
-    return check.detail or str(observed)
+    return raw(check.detail) if check.detail else raw(str(observed))
 
 
-def standard_text(check: CheckResult, w: dict[str, Any]) -> str:
-    """The standard the check was judged against, from the thresholds it recorded."""
+def standard_text(
+    check: CheckResult, w: dict[str, Any], says: Phrasebook | None = None
+) -> str | Said:
+    """The standard the check was judged against, from the thresholds it recorded; else what
+    the check expected (translated by ``says``, if given)."""
     standards: dict[str, str] = w["standards"]
     name = check.check
     template = standards.get(name)
     observed = check.observed
     limits = observed.get("limits") if isinstance(observed, dict) else None
+    expected = says.expected(check.expected) if says is not None else check.expected
     if template is None:
-        return check.expected
+        return expected
     if name == "pg.streaming":
         match = _STREAMING.fullmatch(check.expected)
-        return _fill(template, {"source": match[2]}) if match else check.expected
+        return _fill(template, {"source": match[2]}) if match else expected
     if name == "pg.replay_lag":
         match = _LAG.search(check.expected)
         if not match:
-            return check.expected
+            return expected
         return _fill(template, {"max_bytes": size(match.group(1)), "max": _seconds(match.group(2))})
     if "{" not in template:
         return template
     if not isinstance(limits, dict):
-        return check.expected
+        return expected
     values: dict[str, Any] = dict(limits)
     values |= {
         "min_free": size(limits.get("min_free_bytes")),
@@ -190,7 +204,8 @@ def inspection_view(
 ) -> dict[str, Any]:
     """``doc.inspection``: header, items, findings, conclusion and signers of the report."""
     w = words(lang)
-    zone = ZoneInfo(str(site.get("timezone") or "UTC"))
+    zone = ZoneInfo(zone_name(site))
+    says = Phrasebook(lang, zone=zone)
 
     def when(value: str | None) -> str:
         return local_time(value, zone)
@@ -209,7 +224,7 @@ def inspection_view(
     for step in record.steps:
         if step.phase != "main" or step.status == "skipped":
             continue
-        title = text(step.title, lang) if step.title else step.id
+        title = says.title(step.title) or step.id
         checks: list[CheckResult | None] = list(step.checks) or [None]
         for check in checks:
             node = check.node if check else step.node
@@ -218,19 +233,22 @@ def inspection_view(
                 if lang == "zh"
                 else (f"{node} ({roles_of.get(node, step.target)})")
             )
+            result: str | Said
+            standard: str | Said
             if check is None:
                 # The action itself failed: nothing was observed.
                 normal, verdict = step.status == "passed", "normal"
                 if not normal:
                     verdict = "error"
-                result, standard, name = step.error or step.reason or "—", "—", ""
+                result = says.sentence(step.error or step.reason) or "—"
+                standard, name = "—", ""
             else:
                 normal = check.held
                 verdict = (
                     "normal" if normal else ("error" if check.verdict == "error" else "abnormal")
                 )
-                result = result_text(check, w, when)
-                standard = standard_text(check, w)
+                result = result_text(check, w, when, says)
+                standard = standard_text(check, w, says)
                 name = check.check
             item = {
                 "n": len(items) + 1,
@@ -249,7 +267,7 @@ def inspection_view(
             }
             items.append(item)
             if not normal:
-                findings.append(item | {"advice": advice.get(name, advice["default"])})
+                findings.append(item | {"advice": inline(advice.get(name, advice["default"]))})
     normal_count = sum(1 for i in items if i["normal"])
     participants = doc.get("participants") or []
     inspector = ", ".join(
@@ -265,6 +283,17 @@ def inspection_view(
     ) or str(doc.get("operator") or "")
     configured = (site.get("inspection") or {}).get("signatures")
     signers = [text(s, lang) for s in configured] if configured else list(w["i_signers"])
+    # The banner names the site details this report shows that are still as shipped.
+    gaps = [g for g in doc.get("site_gap_keys", []) if g in ("organisation", "system")]
+    if not configured:
+        gaps.append("signatures")
+    t = messages()[lang]
+    separator = "、" if lang == "zh" else ", "
+    banner = (
+        compose(t["banner_text"], fields=separator.join(t[f"field_{g}"] for g in gaps))
+        if gaps
+        else None
+    )
     return {
         "hospital": doc.get("organisation") or "",
         "system": doc.get("system") or "",
@@ -280,7 +309,8 @@ def inspection_view(
             w["i_summary"],
             {"total": len(items), "normal": normal_count, "abnormal": len(items) - normal_count},
         ),
-        "verdict": w["i_all_normal"] if not findings else w["i_some_abnormal"],
+        "verdict": inline(w["i_all_normal"] if not findings else w["i_some_abnormal"]),
+        "banner": banner,
         "interrupted": record.status in ("interrupted", "aborted"),
         "signers": signers,
     }

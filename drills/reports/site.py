@@ -6,6 +6,12 @@
   names, are found before the shipped ones. A template named ``record.zh.html.j2`` is used for
   that language only; ``record.html.j2`` for every language. The shipped templates are the
   reference for the variables a template gets.
+- Phrases: the Chinese of what records say in English, ``drills/reports/phrases.yaml``, with a
+  site's own rows in ``$DRCTL_HOME/phrases.yaml`` (or the file ``DRCTL_PHRASES`` names); see
+  ``drills.reports.phrases``.
+- Placeholders: the site details a report names (hospital, location, department, the systems,
+  the GB/T 20988 level, the signatories, clause numbers) ship as placeholders; while one is left
+  as shipped, ``default_fields`` names it and the report says so in a banner.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from drills.model.errors import InputError
 
 PACKAGE = Path(__file__).resolve().parent
 LANGUAGES = ("zh", "en")
+DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -39,9 +46,22 @@ def site_config_path() -> Path:
     return Path(configured).expanduser() if configured else drctl_home() / "site.yaml"
 
 
-def load_site_config(path: Path | None = None) -> dict[str, Any]:
+@cache
+def _shipped() -> dict[str, Any]:
     with (PACKAGE / "site.yaml").open(encoding="utf-8") as handle:
         config: dict[str, Any] = yaml.safe_load(handle)
+    return config
+
+
+def shipped_config() -> dict[str, Any]:
+    """The package's own settings (``drills/reports/site.yaml``), a fresh copy."""
+    import copy
+
+    return copy.deepcopy(_shipped())
+
+
+def load_site_config(path: Path | None = None) -> dict[str, Any]:
+    config = shipped_config()
     path = path or site_config_path()
     if path.exists():
         try:
@@ -73,3 +93,42 @@ def text(value: Any, lang: str) -> str:
     if isinstance(value, dict):
         return str(value.get(lang) or value.get("en") or value.get("zh") or "")
     return "" if value is None else str(value)
+
+
+def zone_name(site: dict[str, Any]) -> str:
+    """The time zone every time in a report is shown in: the site's, else Asia/Shanghai."""
+    return str(site.get("timezone") or DEFAULT_TIMEZONE)
+
+
+# The site details a report names, in the order its banner lists them.
+SITE_FIELDS = (
+    "organisation",
+    "system",
+    "location",
+    "department",
+    "dr_level",
+    "signatures",
+    "clauses",
+)
+
+
+def default_fields(site: dict[str, Any], lang: str, *, system_known: bool) -> list[str]:
+    """The site details (``SITE_FIELDS``) still as shipped (placeholders) or unset, for the
+    report's banner. ``system_known``: the environment has a system name (site or annotation)."""
+    shipped = _shipped()
+    gaps = []
+    for key in ("organisation", "location", "department"):
+        value = text(site.get(key), lang).strip()
+        if not value or value == text(shipped.get(key), lang):
+            gaps.append(key)
+    if not system_known:
+        gaps.append("system")
+    level = site.get("dr_level")
+    if not isinstance(level, dict) or level.get("level") is None:
+        gaps.append("dr_level")
+    if not site.get("signatures") or site.get("signatures") == shipped.get("signatures"):
+        gaps.append("signatures")
+    standards = site.get("standards") or []
+    if any(isinstance(s, dict) and "clause" in s and not s.get("clause") for s in standards):
+        gaps.append("clauses")
+    return [key for key in SITE_FIELDS if key in gaps]

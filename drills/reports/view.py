@@ -2,7 +2,13 @@
 
 Templates (shipped or a site's own) receive ``doc`` (built here), ``t`` (the words of the chosen
 language, ``drills/reports/messages.yaml``), ``site`` (the merged site settings) and ``lang``.
-Nothing here reads the world: a report is rendered from the record alone.
+Nothing here reads the world or the clock: a report is a function of the record, its
+annotations and the site settings alone.
+
+What the record says in English (the runner's sentences, the checks' expectations, milestone
+names) stays in the record; in a Chinese report it is translated here
+(``drills.reports.phrases``), and values that were sentences become ``Said`` objects, which the
+templates print as they print text.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import drills
+from drills.engine.human import HUMAN_ACTIONS
 from drills.model.durations import format_seconds
 from drills.model.record import Record
 from drills.records.annotation import Merged, merge
 from drills.records.chain import Entry
 from drills.reports.charts import timeline
-from drills.reports.site import text
+from drills.reports.phrases import Phrasebook, Said, code, compose, inline
+from drills.reports.site import default_fields, text, zone_name
 
 
 @dataclass(frozen=True)
@@ -31,22 +39,93 @@ class ReportInput:
     location: str = ""
 
 
-def local_time(value: str | None, zone: ZoneInfo) -> str:
-    if not value:
-        return "—"
+def _moment(value: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def local_time(value: str | None, zone: ZoneInfo) -> str:
+    if not value:
+        return "—"
+    moment = _moment(value)
+    if moment is None:
         return value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     local = moment.astimezone(zone)
     return local.strftime("%Y-%m-%d %H:%M:%S.") + f"{local.microsecond // 1000:03d}"
 
 
-def _utc_offset(zone: ZoneInfo) -> str:
-    offset = datetime.now(zone).strftime("%z")
+def utc_offset(zone: ZoneInfo, at: str | None = None) -> str:
+    """``UTC+08:00``: the zone's offset at ``at`` (the record's start), so the report does not
+    depend on when it is rendered."""
+    moment = (_moment(at) if at else None) or datetime(2000, 1, 1, tzinfo=UTC)
+    offset = moment.astimezone(zone).strftime("%z")
     return f"UTC{offset[:3]}:{offset[3:]}"
+
+
+@dataclass(frozen=True)
+class Clause:
+    """A standard clause the drill gives evidence for; prints as its heading and text."""
+
+    heading: str
+    clause: str | None = None
+    unset: str = ""
+    body: str = ""
+
+    def __str__(self) -> str:
+        head = f"{self.heading}（{self.unset}）" if self.unset else self.heading
+        return f"{head}：{self.body}" if self.body else head
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Who signs: the role, and the signatory's name if the site gave one; prints as the role."""
+
+    role: str
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.role
+
+
+def _approval(approval: dict[str, Any], t: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        {"label": t.get(f"approval_{key}", key), "value": value}
+        for key, value in approval.items()
+        if key != "approve" or value is not True
+    ]
+
+
+def _standards(site: dict[str, Any], kind: str, lang: str, t: dict[str, str]) -> list[Clause]:
+    """Each clause this kind of drill gives evidence for: standard, level, number and title as
+    the standard names them, then its text; a number not configured is said to be so."""
+    clauses: list[Clause] = []
+    for item in site.get("standards") or []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("kinds") and kind not in item.get("kinds", []):
+            continue
+        if "title" not in item and "text" not in item:
+            clauses.append(Clause(text(item, lang)))
+            continue
+        clause = str(item.get("clause") or "").strip()
+        named = " ".join(
+            p for p in (str(item.get("standard") or ""), text(item.get("level"), lang)) if p
+        )
+        rest = " ".join(p for p in (clause, text(item.get("title"), lang)) if p)
+        # "GB/T 22239-2019 第三级 8.1.4.9 数据备份恢复"; "GB/T 22239-2019 level 3, 8.1.4.9 ..."
+        heading = (", " if lang == "en" else " ").join(p for p in (named, rest) if p)
+        clauses.append(
+            Clause(
+                heading,
+                clause or None,
+                t["clause_unset"] if not clause else "",
+                text(item.get("text"), lang),
+            )
+        )
+    return clauses
 
 
 def build_view(
@@ -54,7 +133,9 @@ def build_view(
 ) -> dict[str, Any]:
     record = source.record
     merged: Merged = merge(list(source.annotations))
-    zone = ZoneInfo(str(site.get("timezone") or "UTC"))
+    zone = ZoneInfo(zone_name(site))
+    says = Phrasebook(lang, zone=zone)
+    semicolon = "；" if lang == "zh" else "; "
     pb = record.playbook
     title = pb.get("title") or {}
     kind = str(pb.get("kind", ""))
@@ -66,7 +147,26 @@ def build_view(
     def status_label(status: str) -> str:
         return t.get(f"status_{status}", status)
 
-    step_titles = {s.id: (text(s.title, lang) if s.title else "") or s.id for s in record.steps}
+    def check_row(c: Any) -> dict[str, Any]:
+        observed: Any = says.observed(c.observed)
+        if c.verdict == "error":  # the question could not be asked: what went wrong
+            observed = says.sentence(c.detail) or observed
+        elif isinstance(c.observed, dict):  # in words, as the inspection report says it
+            from drills.reports.inspection import result_text, words
+
+            observed = result_text(c, words(lang), when, says)
+        return {
+            "check": c.check,
+            "name": says.check(c.check),
+            "node": c.node,
+            "observed": observed,
+            "expected": says.expected(c.expected),
+            "held": c.held,
+            "detail": says.sentence(c.detail) if c.detail else "",
+        }
+
+    titles: dict[str, Said | str] = {s.id: says.title(s.title) or s.id for s in record.steps}
+    step_titles = {sid: str(value) for sid, value in titles.items()}  # for the chart's labels
     steps = []
     for n, s in enumerate(record.steps, 1):
         o = s.offsets
@@ -74,7 +174,7 @@ def build_view(
             {
                 "n": n,
                 "id": s.id,
-                "title": step_titles[s.id],
+                "title": titles[s.id],
                 "phase": s.phase,
                 "action": s.action,
                 "target": s.target,
@@ -88,87 +188,96 @@ def build_view(
                 "ended": when(s.ended_at),
                 "offset": f"+{o.started:.3f}s",
                 "took": format_seconds(s.duration_seconds),
-                "reason": s.reason,
-                "error": s.error or "",
+                "reason": says.sentence(s.reason),
+                # the error, when the reason does not already quote it
+                "error": says.sentence(s.error) if s.error and s.error not in s.reason else "",
                 "output": s.output,
-                "milestone": s.milestone or "",
+                # the output of a person's step is drctl's sentence (who acknowledged, when):
+                # translated; any other step's output is the host's, shown as it is
+                "output_said": says.known(s.output) if s.action in HUMAN_ACTIONS else None,
+                "output_code": code(s.output),
+                "milestone": says.milestone(s.milestone) if s.milestone else "",
                 "override": s.override or "",
-                "checks": [
-                    {
-                        "check": c.check,
-                        "node": c.node,
-                        "observed": str(c.observed),
-                        "expected": c.expected,
-                        "held": c.held,
-                        "detail": c.detail,
-                    }
-                    for c in s.checks
-                ],
+                "checks": [check_row(c) for c in s.checks],
             }
         )
     objectives = [
         {
             "name": o.name,
+            "label": says.objective(o.name),
             "target": format_seconds(o.target_seconds),
             "measured": t["not_measured"]
             if o.measured_seconds is None
             else format_seconds(o.measured_seconds),
             "met": o.met,
             "met_label": t["affirm"] if o.met else t["deny"],
-            "basis": o.basis,
-            "source": o.source,
-            "note": o.note,
+            "basis": says.sentence(o.basis),
+            "source": says.source(o.source),
+            "note": says.sentence(o.note) if o.note else "",
         }
         for o in record.objectives
     ]
     m = record.measurements
-    consistency: list[str] = []
+    consistency: list[Any] = []
     if m.canary is not None:
-        consistency.append(
-            t["canary"]
-            + ": "
-            + t["canary_text"].format(
+        canary = compose(
+            "{label}: {text}",
+            label=t["canary"],
+            text=t["canary_text"].format(
                 written=m.canary.written, acknowledged=m.canary.acknowledged, lost=m.canary.lost
-            )
-            + (f" ({m.canary.note})" if m.canary.note else "")
+            ),
         )
+        if m.canary.note:
+            canary = compose("{c} ({note})", c=canary, note=says.sentence(m.canary.note))
+        consistency.append(canary)
     if m.rpo_seconds is not None:
         consistency.append(f"{t['rpo']}: {format_seconds(m.rpo_seconds)}")
-    if m.write_outage_seconds is not None:
-        outage = f"{t['write_outage']}: {format_seconds(m.write_outage_seconds)}"
-        probe = m.write_probe
+    for label, seconds, probe in (
+        (t["write_outage"], m.write_outage_seconds, m.write_probe),
+        (t["service_outage"], m.service_outage_seconds, m.service_probe),
+    ):
+        if seconds is None and probe is None:
+            continue
+        line = compose("{label}: {value}", label=label, value=format_seconds(seconds))
         if probe and probe.last_write_node and probe.first_write_node:
-            outage += f" ({probe.last_write_node} → {probe.first_write_node})"
-        consistency.append(outage)
+            line = compose(
+                "{line} ({a} → {b})", line=line, a=probe.last_write_node, b=probe.first_write_node
+            )
+        if probe and probe.note:
+            line = compose(
+                "{line}{s}{note}", line=line, s=semicolon, note=says.sentence(probe.note)
+            )
+        consistency.append(line)
 
-    problems_auto: list[str] = []
+    problems_auto: list[Any] = []
+    reason = says.sentence(record.reason)
     if record.status == "interrupted":
-        problems_auto.append(t["problem_interrupted"].format(reason=record.reason))
+        problems_auto.append(compose(t["problem_interrupted"], reason=reason))
     if record.rolled_back:
-        problems_auto.append(t["problem_rolled_back"].format(reason=record.reason))
+        problems_auto.append(compose(t["problem_rolled_back"], reason=reason))
     for s in record.steps:
         if s.status == "failed":
             problems_auto.append(
-                t["problem_step"].format(id=s.id, reason=s.reason or s.error or "")
+                compose(t["problem_step"], id=s.id, reason=says.sentence(s.reason or s.error or ""))
             )
     for missed in record.objectives:
         if not missed.met:
-            detail = (
+            detail: Said | str = (
                 f"{t['measured']} {format_seconds(missed.measured_seconds)} / {t['target']} "
                 f"{format_seconds(missed.target_seconds)}"
-                + (f"; {missed.note}" if missed.note else "")
             )
-            problems_auto.append(t["problem_objective"].format(name=missed.name, detail=detail))
+            if missed.note:
+                detail = compose(
+                    "{d}{s}{note}", d=detail, s=semicolon, note=says.sentence(missed.note)
+                )
+            problems_auto.append(
+                compose(t["problem_objective"], name=says.objective(missed.name), detail=detail)
+            )
     for name in record.overrides_used:
-        problems_auto.append(t["problem_override"].format(name=name))
+        problems_auto.append(compose(t["problem_override"], name=name))
 
     participants = [p.model_dump() for p in merged.participants]
     operator = str(record.request.get("operator") or "")
-    standards = [
-        text(item, lang)
-        for item in site.get("standards") or []
-        if not item.get("kinds") or kind in item.get("kinds", [])
-    ]
     level_cfg = site.get("dr_level") or {}
     dr_level = None
     if not level_cfg.get("kinds") or kind in level_cfg.get("kinds", []):
@@ -179,7 +288,12 @@ def build_view(
             "note": text(level_cfg.get("note"), lang),
         }
     systems = site.get("systems") or {}
-    system = merged.system or text(systems.get(env_name), lang) or env_name
+    configured_system = merged.system or text(systems.get(env_name), lang)
+    system = configured_system or env_name
+    gaps = default_fields(site, lang, system_known=bool(configured_system))
+
+    def site_value(key: str) -> str:
+        return "" if key in gaps else text(site.get(key), lang)
 
     attachments = []
     seal = None
@@ -208,22 +322,56 @@ def build_view(
             {"name": a.name, "description": a.description, "sha256": a.sha256, "size": a.size}
         )
     rollback_steps = [s for s in steps if s["phase"] == "rollback"]
-    return {
+    nodes = record.environment.get("nodes") or {}
+    scope = [
+        {
+            "name": name,
+            "configured_role": says.name("roles", str(node.get("configured_role") or "")),
+            "live_roles": "、".join(
+                says.name("roles", role) for role, n in record.roles.items() if n == name
+            )
+            if lang == "zh"
+            else ", ".join(role for role, n in record.roles.items() if n == name),
+            "address": f"{node.get('host')}:{node.get('port')}",
+        }
+        for name, node in nodes.items()
+        if isinstance(node, dict)
+    ]
+    signatures = [
+        Signature(text(item, lang), text(item.get("name"), lang) if isinstance(item, dict) else "")
+        for item in site.get("signatures") or []
+    ]
+    notes: list[Any] = [says.sentence(n) for n in record.notes] + list(merged.notes)
+    doc = {
         "id": record.id,
-        "name": text(title, lang) or str(pb.get("name", "")),
+        "name": says.title(title) or str(pb.get("name", "")),
         "playbook": pb,
         "kind": kind,
+        "kind_label": says.name("kinds", kind),
         "system": system,
         "environment": record.environment,
-        "scenario": merged.scenario or str(pb.get("description") or "") or text(title, lang),
+        "scope": scope,
+        "scenario": merged.scenario
+        or says.sentence(str(pb.get("description") or ""))
+        or says.title(title),
         "drill_type": merged.drill_type or text(site.get("drill_type"), lang),
         "mode": record.mode,
         "mode_label": t.get(f"mode_{record.mode}", record.mode),
         "status": record.status,
         "status_label": status_label(record.status),
-        "reason": record.reason,
-        "organisation": text(site.get("organisation"), lang),
-        "timezone": f"{zone.key} ({_utc_offset(zone)})",
+        "reason": reason,
+        "organisation": site_value("organisation"),
+        "location": site_value("location"),
+        "department": site_value("department"),
+        "site_gaps": [t.get(f"field_{key}", key) for key in gaps],
+        "site_gap_keys": gaps,
+        "banner": compose(
+            t["banner_text"],
+            fields=("、" if lang == "zh" else ", ").join(t[f"field_{k}"] for k in gaps),
+        )
+        if gaps
+        else None,
+        "timezone": f"{zone.key} ({utc_offset(zone, record.started_at)})",
         "planned_start": when(merged.planned_start) if merged.planned_start else None,
         "planned_end": when(merged.planned_end) if merged.planned_end else None,
         "actual_start": when(record.started_at),
@@ -232,22 +380,20 @@ def build_view(
         "operator": operator,
         "ticket": record.request.get("ticket") or "",
         "approval": record.approval or {},
+        "approval_items": _approval(record.approval or {}, t),
         "orchestrator": record.orchestrator,
         "participants": participants,
         "roles": record.roles,
-        "preconditions": [
-            {
-                "check": c.check,
-                "node": c.node,
-                "observed": str(c.observed),
-                "expected": c.expected,
-                "held": c.held,
-            }
-            for c in record.preconditions
-        ],
+        "preconditions": [check_row(c) for c in record.preconditions],
         "steps": steps,
         "milestones": [
-            {"name": ms.name, "at": when(ms.at), "offset": f"+{ms.offset:.3f}s", "step": ms.step}
+            {
+                "name": ms.name,
+                "label": says.milestone(ms.name),
+                "at": when(ms.at),
+                "offset": f"+{ms.offset:.3f}s",
+                "step": ms.step,
+            }
             for ms in record.milestones
         ],
         "objectives": objectives,
@@ -269,24 +415,46 @@ def build_view(
         ],
         "plan_revised": merged.plan_revised,
         "plan_revision_note": merged.plan_revision_note or "",
-        "standards": standards,
+        "revised_unknown": inline(t["revised_unknown"]),
+        "standards": _standards(site, kind, lang, t),
         "dr_level": dr_level,
         "attachments": attachments,
-        "signatures": [text(s, lang) for s in site.get("signatures") or []],
+        "signatures": signatures,
         "seal": seal,
+        "seal_verify": inline(t["seal_verify"].format(id=record.id)),
         "annotations": [
             {
                 "id": a.id,
                 "at": when(a.at),
                 "by": a.by,
-                "fields": ", ".join(a.given()),
+                "fields": ("、" if lang == "zh" else ", ").join(
+                    says.name("annotation_fields", f) for f in a.given()
+                ),
                 "note": a.note,
             }
             for a in merged.sources
         ],
-        "notes": list(record.notes) + list(merged.notes),
+        "notes": notes,
         "overrides": list(record.overrides_used),
-        "timeline": timeline(record, step_titles),
+        "timeline": timeline(
+            record,
+            step_titles,
+            milestone_label=says.milestone,
+            objective_label=says.objective,
+        ),
         "generated": t["generated"].format(version=drills.__version__),
-        "generated_at": datetime.now(zone).strftime("%Y-%m-%d %H:%M:%S"),
     }
+    # Whether the report quotes an original no table knew: it then explains the 「原文：…」 mark.
+    doc["unknown"] = quotes_unknown(doc)
+    return doc
+
+
+def quotes_unknown(value: Any) -> bool:
+    """Whether ``value`` (a doc, or any part of one) holds an original no table knew."""
+    if isinstance(value, Said):
+        return bool(value.unknown)
+    if isinstance(value, dict):
+        return any(quotes_unknown(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(quotes_unknown(v) for v in value)
+    return False
