@@ -32,9 +32,17 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-## Benchmarks: orchestrated switchover against the hand-run floor, runner overhead per step.
+## Benchmarks, each against a baseline measured in the same run (bench/README.md): switchover
+## (one host, and two sites over SSH with the SSH round trip), record verification, table
+## reconciliation (its reladiff baseline comes with the `bench` extra). Run as root.
+BENCH_ROUNDS ?= 5
+
 bench: $(STAMP)
-	$(VENV)/bin/python bench/switchover.py
+	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
+	$(VENV)/bin/python bench/switchover.py --rounds $(BENCH_ROUNDS)
+	$(VENV)/bin/python bench/switchover_ssh.py --rounds $(BENCH_ROUNDS)
+	$(VENV)/bin/python bench/verify_records.py
+	$(VENV)/bin/python bench/reconcile.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from drills.executors.host import InstanceProcesses, ProcessInfo, parse_stat
 from drills.model.durations import Duration
 from drills.model.errors import CommandFailed, ConnectionFailed, DrillError
 from verify.result import Observation, Probe
@@ -105,12 +111,29 @@ def postmaster_state(probe: Probe, role: str) -> str:
     """'running', 'not running', or 'dead, not yet reaped' for the role's server on its host.
 
     What ``pg_ctl status`` does (the pid in postmaster.pid, alive?), asked of the node's host
-    executor in one round trip, with two corrections: a dead postmaster its parent has not
-    reaped yet (a zombie) is dead, though kill(pid, 0) still answers for it; and a pid reused by
-    another program is not a postmaster. Linux hosts (``/proc``).
+    executor, with two corrections: a dead postmaster its parent has not reaped yet (a zombie)
+    is dead, though kill(pid, 0) still answers for it; and a pid reused by another program is not
+    a postmaster. Linux hosts (``/proc``).
+
+    Two file reads, not the host's whole ``instance_processes``: that also lists every process
+    of the instance, which this question does not need and which costs a process per /proc entry
+    on a host reached over SSH (about 100 ms a poll). A stopped server costs one read (no pid
+    file), in-process on the local host and one round trip over SSH.
     """
     _, _, pg = probe.postgres(role)
-    return probe.host(role).instance_processes(pg.data_dir, user=probe.os_user(role)).state
+    host, user = probe.host(role), probe.os_user(role)
+    pid_text = host.read_file(f"{pg.data_dir}/postmaster.pid", user=user)
+    pid_file_pid: int | None = None
+    postmaster: ProcessInfo | None = None
+    if pid_text is not None:
+        first = pid_text.split("\n", 1)[0].strip()
+        if first.isdigit():
+            pid_file_pid = int(first)
+            stat = host.read_file(f"/proc/{pid_file_pid}/stat", user=user)
+            postmaster = parse_stat(stat) if stat else None
+        elif first:  # being written by a postmaster that is starting
+            pid_file_pid, postmaster = -1, ProcessInfo(-1, "R", "postgres")
+    return InstanceProcesses(pg.data_dir, pid_file_pid, postmaster, ()).state
 
 
 def down(probe: Probe, role: str, params: NoParams) -> Observation:
@@ -158,19 +181,76 @@ def takes_writes(probe: Probe, role: str, params: NoParams) -> Observation:
     return Observation("committed", "a committed write", True)
 
 
-def replayed_shutdown_checkpoint(probe: Probe, role: str, params: ReplayedParams) -> Observation:
-    """The standby replayed everything the cleanly stopped primary wrote, its shutdown
-    checkpoint included (read with pg_controldata on the primary's host)."""
-    _, _, old = probe.postgres(params.primary)
-    control = probe.run(
-        params.primary, [f"{old.bin_dir}/pg_controldata", old.data_dir], timeout=10
-    ).stdout
-    fields = dict(
+# How long a cleanly shut down primary's control data is reused by the next poll of
+# ``replayed_shutdown_checkpoint``, provided that server is still not running when asked again.
+# A start creates postmaster.pid at once and a start and a clean stop together take far longer
+# than this, so within it the control file cannot have changed unseen.
+CONTROL_REUSE_WITHIN = 0.25
+
+
+@dataclass
+class _ShutDown:
+    data_dir: str
+    checkpoint: str
+    seen: float  # monotonic: when the server was last confirmed not running
+
+
+# Per probe (one run's Targets) and node: the shutdown checkpoint read from pg_controldata.
+_shut_down: weakref.WeakKeyDictionary[object, dict[str, _ShutDown]] = weakref.WeakKeyDictionary()
+_shut_down_lock = threading.Lock()
+
+
+def _control_fields(probe: Probe, role: str) -> dict[str, str]:
+    _, _, pg = probe.postgres(role)
+    control = probe.run(role, [f"{pg.bin_dir}/pg_controldata", pg.data_dir], timeout=10).stdout
+    return dict(
         (key.strip(), value.strip())
         for key, _, value in (line.partition(":") for line in control.splitlines())
     )
+
+
+def _remembered(probe: Probe) -> dict[str, _ShutDown] | None:
+    with _shut_down_lock:
+        try:
+            return _shut_down.setdefault(probe, {})
+        except TypeError:  # a probe that cannot be weakly referenced: no reuse
+            return None
+
+
+def shutdown_checkpoint(probe: Probe, role: str) -> tuple[str, str]:
+    """(cluster state, latest checkpoint location) of the role's server, from pg_controldata.
+
+    pg_controldata is a process of its own on the host. Polled again and again while a standby
+    catches up, it would be most of the check's cost: so once the server is found shut down, the
+    next poll (within ``CONTROL_REUSE_WITHIN``) only asks the host whether it still is not running
+    (in-process on the local host) and keeps the checkpoint it read. Anything else reads the
+    control file again.
+    """
+    name, _, pg = probe.postgres(role)
+    remembered = _remembered(probe)
+    known = remembered.get(name) if remembered is not None else None
+    if (
+        known is not None
+        and known.data_dir == pg.data_dir
+        and time.monotonic() - known.seen <= CONTROL_REUSE_WITHIN
+        and postmaster_state(probe, role) == "not running"
+    ):
+        known.seen = time.monotonic()
+        return "shut down", known.checkpoint
+    if remembered is not None:
+        remembered.pop(name, None)
+    fields = _control_fields(probe, role)
     state = fields.get("Database cluster state", "?")
     checkpoint = fields.get("Latest checkpoint location", "")
+    if remembered is not None and state == "shut down" and checkpoint:
+        remembered[name] = _ShutDown(pg.data_dir, checkpoint, time.monotonic())
+    return state, checkpoint
+
+
+def replayed_shutdown_checkpoint(probe: Probe, role: str, params: ReplayedParams) -> Observation:
+    """The standby replayed everything the cleanly stopped primary wrote, its shutdown
+    checkpoint included (read with pg_controldata on the primary's host)."""
+    state, checkpoint = shutdown_checkpoint(probe, params.primary)
     if state != "shut down":
         return Observation(
             f"primary state {state!r}", "primary shut down and its checkpoint replayed", False

@@ -418,8 +418,12 @@ class Runner:
         checks: list[CheckResult] = []
         converged: Stamp | None = None
         if error is None:
+            # The first poll follows the action at once; each next one starts `poll` after the
+            # previous one started (not after it ended), so the time a check takes is not added
+            # to every interval, and one that takes longer than `poll` is asked again at once.
             deadline = time.monotonic() + step.within
             while True:
+                polled = time.monotonic()
                 checks = [
                     run_check(
                         c.check,
@@ -434,9 +438,13 @@ class Runner:
                 if all(c.held for c in checks):
                     converged = self.clock.now() if step.verify else returned
                     break
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if now >= deadline:
                     break
-                time.sleep(step.poll)
+                # The last poll is at the deadline itself, not up to `poll` before it.
+                pause = min(polled + step.poll, deadline) - now
+                if pause > 0:
+                    time.sleep(pause)
         ended = self.clock.now()
         status: Literal["passed", "failed", "overridden"] = "passed"
         reason = ""
