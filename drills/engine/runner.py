@@ -192,6 +192,7 @@ class Runner:
             )
             self.progress.roles(role_map)
             self.targets.roles = role_map.roles
+            self._reach_hosts()
             gate = self._preconditions()
             if gate is not None:
                 return self._end("aborted", gate)
@@ -274,6 +275,17 @@ class Runner:
         )
         self._mark("run_started", Stamp(self.clock.now().at, 0.0), None)
         self.progress.started(self.run_id, self.loaded, self.env)
+
+    def _reach_hosts(self) -> None:
+        """Log in to the hosts of the nodes the playbook acts on before the first step, so no
+        step's time includes a login. A host that cannot be reached is left to the step or
+        check that needs it, which says so with its error."""
+        assert self.targets is not None
+        for name in dict.fromkeys(self.targets.roles.values()):
+            try:
+                self.targets.host_of(name).connect()
+            except DrillError as exc:
+                log.info("host of %s not reached before the steps: %s", name, exc)
 
     def _preconditions(self) -> str | None:
         assert self.targets is not None

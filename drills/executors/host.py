@@ -159,6 +159,10 @@ class HostExecutor(Protocol):
 
     def identity(self) -> HostIdentity: ...
 
+    def connect(self) -> None:
+        """Reach the host now (an SSH login), so the first step does not pay for it."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -177,8 +181,9 @@ esac
 real=$(cd "$d" 2>/dev/null && pwd -P)
 [ -n "$real" ] || exit 0
 for p in /proc/[0-9]*; do
-  c=$(readlink "$p/cwd" 2>/dev/null) || continue
-  [ "$c" = "$real" ] && printf 'member\t%s\n' "$(cat $p/stat 2>/dev/null)"
+  # -ef compares the inodes in the shell itself: no process per entry of /proc.
+  [ "$p/cwd" -ef "$real" ] || continue
+  read -r line < "$p/stat" 2>/dev/null && printf 'member\t%s\n' "$line"
 done
 exit 0
 """
@@ -343,6 +348,9 @@ class PosixHost:
             out[0] if out else "?",
             out[1] if len(out) > 1 else "?",
         )
+
+    def connect(self) -> None:
+        return None
 
     def close(self) -> None:
         return None

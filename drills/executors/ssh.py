@@ -333,6 +333,10 @@ class SshExecutor(PosixHost):
     def close(self) -> None:
         self._drop()
 
+    def connect(self) -> None:
+        """Log in now (once per run): the first step then finds the connection made."""
+        self._connected()
+
     def __enter__(self) -> SshExecutor:
         return self
 
