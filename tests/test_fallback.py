@@ -56,7 +56,12 @@ def local_drill(where: Path) -> tuple[Path, Path]:
                 "title": {"en": "Fallback test", "zh": "回退测试"},
                 "roles": ["local"],
                 "steps": [
-                    {"id": "look", "action": "shell", "target": "local", "with": {"command": "true"}}
+                    {
+                        "id": "look",
+                        "action": "shell",
+                        "target": "local",
+                        "with": {"command": "true"},
+                    }
                 ],
             },
             allow_unicode=True,

@@ -93,7 +93,9 @@ def test_records_seal_verify_and_stay_append_only_in_postgresql(
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_an_unreachable_store_keeps_the_run_and_it_is_sealed_explicitly_later(pg_url: tuple[Path, str]) -> None:
+def test_an_unreachable_store_keeps_the_run_and_it_is_sealed_explicitly_later(
+    pg_url: tuple[Path, str],
+) -> None:
     _, url = pg_url
     home = make_home()
     try:
