@@ -48,8 +48,8 @@ def status(
         for env, h, alive in lock_holders(subdir("locks"))
     ]
     labs = []
-    for name, lab in (("lab", Lab(home)), ("lab-ssh", TwoSiteLab(home))):
-        if lab.exists():
+    for name, exists in (("lab", Lab(home).exists()), ("lab-ssh", TwoSiteLab(home).exists())):
+        if exists:
             labs.append({"environment": name, "state": "up (see `drctl lab status`)"})
     api = configured_prefect_api_url()
     prefect: dict[str, Any] = {"api": api or "ephemeral (none configured)"}
@@ -85,8 +85,8 @@ def status(
                 f"`drctl unlock {escape(str(lock['environment']))}`"
             )
         )
-    for lab in labs:
-        console.print(f"lab {lab['environment']}: {lab['state']}")
+    for found in labs:
+        console.print(f"lab {found['environment']}: {found['state']}")
     if not labs:
         console.print("no lab here (`drctl lab up`, or `--sites 2`)")
     answers = prefect.get("answers")
