@@ -148,3 +148,32 @@ def test_cli_schema_is_json_schema() -> None:
     assert schema["title"] == "drctl playbook"
     assert {"name", "kind", "steps"} <= set(schema["required"])
     jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_problems_in_shared_sections_name_the_line_where_they_are_written(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "steps:\n",
+        "defaults: &slow {timeout: soon}\nsteps:\n",
+    ).replace("    target: primary\n", "    target: primary\n    <<: *slow\n")
+    path = write(tmp_path, text, "shared.yaml")
+    found = problems_of(path)
+    # The merged `timeout` is reported where it is written: the anchor's line.
+    assert any(p.startswith(f"{path}:6 [step look]: ") and "not a duration" in p for p in found)
+
+
+def test_cli_validate_refuses_an_app_node_without_http(tmp_path: Path) -> None:
+    env = write(
+        tmp_path,
+        """\
+        name: site
+        nodes:
+          db1: {role: primary, host: 127.0.0.1}
+          his:
+            role: app
+            host: 127.0.0.1
+        """,
+        "env.yaml",
+    )
+    result = drctl("validate", str(env))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{env}:4: nodes.his: a node with role app needs an `http:` section" in result.stderr

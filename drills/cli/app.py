@@ -253,19 +253,22 @@ def plan(
         source = f"as configured (could not ask the servers: {exc})"
     targets.roles = roles
     console.print(
-        f"[bold]plan[/]: {pb.title.en} / {pb.title.zh} ({pb.name} v{pb.version}, "
-        f"sha256 {loaded.sha256[:12]}) on {environment.name}, mode {mode}"
+        f"[bold]plan[/]: {escape(pb.title.en)} / {escape(pb.title.zh)} ({pb.name} "
+        f"v{pb.version}, sha256 {loaded.sha256[:12]}) on {environment.name}, mode {mode}"
     )
     if environment.protected:
         console.print(f"[yellow]environment {environment.name} is protected[/]")
-    console.print("roles " + source + ": " + ", ".join(f"{r} = {n}" for r, n in roles.items()))
+    console.print(
+        "roles " + escape(source) + ": " + ", ".join(f"{r} = {n}" for r, n in roles.items())
+    )
     for name, objective in pb.objectives.items():
         basis = objective.measure or f"{objective.from_} → {objective.to}"
         console.print(f"objective {name}: <= {objective.target:g}s ({basis})")
-    for check in pb.preconditions:
+    for pre in pb.preconditions:
+        asked = "" if mode in pre.modes else f"  [dim](not asked in {mode} mode)[/]"
         console.print(
-            f"precondition: {check.check} on {check.target} ({roles.get(check.target or '', '?')})"
-            f" {check.with_ or ''}"
+            f"precondition: {pre.check} on {pre.target} ({roles.get(pre.target or '', '?')})"
+            f" {pre.with_ or ''}{asked}"
         )
     for phase, steps in (("step", pb.steps), ("rollback", pb.rollback)):
         for index, step in enumerate(steps, 1):
@@ -279,11 +282,12 @@ def plan(
             for command in spec.describe(
                 targets, step.target, spec.params.model_validate(step.with_)
             ):
-                console.print(f"    $ {command}")
+                console.print(f"    $ {escape(command)}")
             for check in step.verify:
                 console.print(
                     f"    verify {check.check} on {check.target or step.target}"
-                    f"{' ' + str(check.with_) if check.with_ else ''} within {step.within:g}s"
+                    f"{' ' + escape(str(check.with_)) if check.with_ else ''}"
+                    f" within {step.within:g}s"
                 )
             if step.milestone:
                 console.print(f"    marks milestone {step.milestone} ({step.milestone_at})")

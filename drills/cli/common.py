@@ -1,10 +1,9 @@
-"""What the commands share: the consoles, exit codes, Prefect's settings for a CLI run, the
-fallback to the ephemeral API, and running one request as a Prefect flow."""
+"""What the commands share: the consoles, exit codes, Prefect's settings for a CLI run, and
+running one request: as a Prefect flow when a Prefect server answers, else at once without one."""
 
 from __future__ import annotations
 
 import os
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,19 +13,23 @@ from rich.markup import escape
 
 from drills.home import subdir
 
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 EXIT = {"passed": 0, "failed": 1, "aborted": 3, "interrupted": 3, "running": 3}
 
 
 def prepare_prefect(verbose: bool = False) -> None:
     """Prefect settings for a CLI run, unless the user set them: state under DRCTL_HOME, a
-    startup timeout that a fresh ephemeral API fits in, and quiet logs."""
+    startup timeout that a fresh ephemeral API fits in, the run's logs (INFO) to the Prefect API,
+    and a quiet terminal unless ``verbose``."""
     os.environ.setdefault("PREFECT_HOME", str(subdir("prefect")))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault(
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "WARNING"
+    )
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "drctl")
 
 
@@ -63,65 +66,74 @@ def prefect_server_problem(url: str, timeout: float = 3.0) -> str | None:
     return None
 
 
-_fallback: dict[str, Any] = {}
+HEALTH_TIMEOUT_ENV = "DRCTL_PREFECT_HEALTH_TIMEOUT"
+EPHEMERAL_ENV = "DRCTL_PREFECT_EPHEMERAL"
 
 
-def prefect_api_or_fallback(out: Console, timeout: float = 3.0) -> dict[str, Any]:
-    """Keep the configured Prefect server if it answers; else switch this process to the
-    ephemeral API, say so, and return what the record's ``orchestrator`` must say.
+def health_timeout() -> float:
+    """Seconds ``drctl run`` gives the configured Prefect server to answer (default 1)."""
+    try:
+        return min(max(float(os.environ.get(HEALTH_TIMEOUT_ENV) or 1.0), 0.1), 30.0)
+    except ValueError:
+        return 1.0
 
-    It must run before Prefect is imported: Prefect reads its settings once."""
-    if _fallback:  # an earlier run of this process fell back already
-        return dict(_fallback)
+
+def without_prefect(out: Console, timeout: float | None = None) -> dict[str, Any] | None:
+    """None when the drill runs as a Prefect flow: on the configured server, which answered, or
+    (``DRCTL_PREFECT_EPHEMERAL=1`` and no server configured) on Prefect's temporary API. Else
+    what the record's ``orchestrator`` must say of a run without Prefect, which starts at once:
+    no server is configured, or the configured one did not answer (it may be in the site that
+    failed), which is said here and in the record.
+
+    It reads the configuration without importing Prefect, whose settings are fixed once it is."""
     url = configured_prefect_api_url()
     if not url:
-        return {}
-    problem = prefect_server_problem(url, timeout)
+        if os.environ.get(EPHEMERAL_ENV, "").strip().lower() in ("1", "true", "yes"):
+            return None
+        return {"prefect_fallback": "no Prefect server is configured (PREFECT_API_URL)"}
+    problem = prefect_server_problem(url, health_timeout() if timeout is None else timeout)
     if problem is None:
-        return {}
+        return None
     fallback = f"server at {url} did not answer: {problem}"
-    if "prefect" in sys.modules:
-        out.print(f"[red]the Prefect {escape(fallback)}; too late to switch in this process[/]")
-        return {}
-    if os.environ.pop("PREFECT_API_URL", None) is None:
-        # It came from a Prefect profile: use an empty one (an empty PREFECT_API_URL would not
-        # do: Prefect takes "" for a server's address).
-        from drills.home import subdir
-
-        profiles = subdir("prefect") / "profiles-ephemeral.toml"
-        profiles.write_text(
-            'active = "ephemeral"\n\n[profiles.ephemeral]\n'
-            'PREFECT_SERVER_ALLOW_EPHEMERAL_MODE = "true"\n',
-            encoding="utf-8",
-        )
-        os.environ["PREFECT_PROFILES_PATH"] = str(profiles)
-        os.environ["PREFECT_PROFILE"] = "ephemeral"
     out.print(
-        f"[yellow]the Prefect {escape(fallback)}; running on the ephemeral API instead "
-        "(the record says so)[/]"
+        f"[yellow]the Prefect {escape(fallback)}; running the drill without Prefect (the "
+        "record says so)[/]"
     )
-    _fallback.update({"prefect_api": "ephemeral", "prefect_fallback": fallback})
-    return dict(_fallback)
+    return {"prefect_fallback": fallback}
 
 
 def run_request(request: Any, *, verbose: bool = False, quiet: bool = False) -> Any:
+    """Run one request: as a Prefect flow when a Prefect server answers, else at once without
+    Prefect (``flows.direct``); print the record unless ``quiet``."""
     from drills.cli.console import ConsoleProgress, print_record
     from drills.engine.loader import load_playbook, resolve_environment, resolve_playbook
     from drills.engine.runner import check_request
     from drills.records.store import RecordStore
 
-    # Everything that can be refused is refused here, before Prefect starts.
+    # Everything that can be refused is refused here, before anything starts.
     loaded = load_playbook(resolve_playbook(request.playbook))
-    check_request(loaded, resolve_environment(request.environment), request)
-    prepare_prefect(verbose)
-    out = Console(stderr=True, highlight=False) if quiet else console
-    # A failover must run when the Prefect server is down: then on the ephemeral API.
-    orchestrator = prefect_api_or_fallback(out)
-    from flows.drill import run_drill
+    environment = resolve_environment(request.environment)
+    check_request(loaded, environment, request)
+    out = Console(stderr=True, highlight=False, emoji=False) if quiet else console
+    direct = without_prefect(out)
+    if direct is not None:
+        # A failover must not wait for a Prefect server, nor for a temporary one to start.
+        from flows.direct import run_direct
 
-    if not quiet:
-        console.print("[dim]starting Prefect (the first run on a machine takes ~20 s)…[/]")
-    run_id = run_drill(request, progress=ConsoleProgress(out), orchestrator=orchestrator)
+        run_id = run_direct(
+            request,
+            progress=ConsoleProgress(out),
+            orchestrator=direct,
+            loaded=loaded,
+            env=environment,
+        )
+    else:
+        prepare_prefect(verbose)
+        from flows.drill import run_drill
+
+        if not quiet and not configured_prefect_api_url():
+            console.print("[dim]starting Prefect's temporary API (the first time takes ~20 s)…[/]")
+        run_id = run_drill(request, progress=ConsoleProgress(out))
     store = RecordStore(subdir("records"), subdir("locks"))
     record = store.load(run_id)
     if not quiet:

@@ -131,6 +131,12 @@ def measurements_line(record: Record) -> str:
         f"lost writes {m.lost_writes if m.lost_writes is not None else '—'}",
         f"RPO {format_seconds(m.rpo_seconds)}",
     ]
+    lost = m.lost_transactions
+    if lost is not None:  # counted from the old primary's WAL, or only a lower bound
+        parts[-2:] = [
+            f"{parts[-2]}, RPO {format_seconds(m.rpo_seconds)}"
+            + (" (from the WAL)" if lost.loss_accounting == "exact" else " (at least: WAL unread)")
+        ]
     if m.write_probe and m.write_probe.last_write_node and m.write_probe.first_write_node:
         parts.append(
             f"writes moved {m.write_probe.last_write_node} → {m.write_probe.first_write_node}"

@@ -23,8 +23,8 @@ from rich.markup import escape
 
 from drills.model.errors import InputError, RefusedError
 
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 incident_app = typer.Typer(help="Incidents: declare one (starts the activation).")
 

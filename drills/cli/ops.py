@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from drills.ops.definitions import LoadedDefinition
     from flows.deployments import DeploymentPlan
 
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 deployments_app = typer.Typer(
     help="Drill definitions as Prefect deployments (playbooks/drills/*.yaml).",
@@ -317,9 +317,11 @@ def serve_command(
 ) -> None:
     """Serve the drill definitions as Prefect deployments from this process (flow.serve).
 
-    Needs a Prefect server (PREFECT_API_URL). Schedules (Asia/Shanghai) stay active when this
-    stops, and a restart applies them again. Definitions with problems are skipped, and said."""
-    from flows.deployments import plan_deployments, serve
+    Needs a Prefect server (PREFECT_API_URL). The deployments are named drill/NAME-served;
+    a definition deployed to a work pool (drill/NAME, prefect deploy) is not served too.
+    Schedules (Asia/Shanghai) stay active when this stops, and a restart applies them again.
+    Definitions with problems are skipped, and said."""
+    from flows.deployments import ownership_problems, plan_deployments, serve
 
     loaded, broken, sources = _load(paths)
     day = _today(today)
@@ -345,9 +347,16 @@ def serve_command(
     problem = prefect_server_problem(url)
     if problem is not None:
         raise RefusedError(f"the Prefect server at {url} did not answer: {problem}")
+    owned = ownership_problems(plans)
+    for name, why in owned.items():
+        err.print(f"[red]not served: {escape(name)}: {escape(why)}[/]")
+    plans = [plan for plan in plans if plan.name not in owned]
+    if not plans:
+        raise RefusedError("every definition is deployed to a work pool: nothing to serve")
+    names = ", ".join(f"drill/{plan.served_name}" for plan in plans)
     console.print(
-        f"serving {len(plans)} deployment(s) on {escape(url)}; Ctrl-C stops serving, the "
-        "schedules stay active"
+        f"serving {escape(names)} on {escape(url)}; Ctrl-C stops serving, the schedules stay "
+        "active"
     )
     serve(plans)
 

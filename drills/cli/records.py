@@ -28,8 +28,8 @@ records_app = typer.Typer(
 )
 keys_app = typer.Typer(help="The site's record-signing key (Ed25519).", no_args_is_help=True)
 
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def register_records(app: typer.Typer) -> None:

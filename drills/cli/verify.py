@@ -17,8 +17,8 @@ verify_app = typer.Typer(
     help="Ask a verification question directly (outside a drill).", no_args_is_help=True
 )
 
-console = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 SHOWN_DIFFS = 50  # differences listed in the human output; --json lists them all
 

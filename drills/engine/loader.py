@@ -1,5 +1,9 @@
 """Load playbooks and environments from YAML, reporting every problem with file, line and step
-(``drills.engine.documents`` keeps the lines; ``drills.engine.validation`` checks the names)."""
+(``drills.engine.documents`` keeps the lines and bounds the reading: file size, YAML nodes after
+alias expansion, depth; ``drills.engine.validation`` checks the names).
+
+Whatever the file holds, loading ends in a result or in ``ValidationFailed`` (exit 2), quickly:
+never a traceback."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drills.engine.catalogue import Catalogue
-from drills.engine.documents import YamlDocument, parse_model, read_yaml
+from drills.engine.documents import YamlDocument, capped, parse_model, read_yaml
 from drills.engine.validation import playbook_problems
 from drills.home import subdir
 from drills.model.environment import Environment
@@ -29,7 +33,7 @@ def load_playbook(path: Path, catalogue: Catalogue | None = None) -> LoadedPlayb
     playbook = parse_model(doc, Playbook, "playbook")
     problems = playbook_problems(playbook, doc, catalogue)
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(capped(problems))
     return LoadedPlaybook(playbook, str(path), playbook_sha256(doc.raw), doc)
 
 
