@@ -182,11 +182,14 @@ def _installed_engines(known: set[str]) -> list[tuple[str, Register]]:
     return found
 
 
-def build_catalogue() -> Catalogue:
-    from drills.engine import core
+# What every engine shares registers first, found by name like the engines: the catalogue only
+# defines what registrants add; it depends on none of them.
+CORE = "drills.engine.core"
 
+
+def build_catalogue() -> Catalogue:
     catalogue = Catalogue()
-    core.register(catalogue)
+    importlib.import_module(CORE).register(catalogue)
     shipped = _shipped_engines()
     for name, register in [*shipped, *_installed_engines({n for n, _ in shipped})]:
         register(catalogue)
@@ -208,7 +211,9 @@ def default_catalogue() -> Catalogue:
 
 
 def node_engine(node: Node) -> str | None:
-    """The database engine of a node, from the section it carries."""
+    """The database engine of a node, from the section it carries (postgres:, oracle:)."""
     if node.postgres is not None:
         return "postgres"
+    if node.oracle is not None:
+        return "oracle"
     return getattr(node, "engine_name", None)

@@ -22,7 +22,7 @@ from drills.model.durations import format_seconds
 from drills.model.record import Record
 from drills.reports.phrases import Phrasebook, Said, compose, inline
 from drills.reports.site import PACKAGE, messages, text, zone_name
-from drills.reports.view import local_time
+from drills.reports.times import local_time
 from verify.result import CheckResult
 
 
@@ -137,6 +137,9 @@ def result_text(
     if "finished_at" in observed:
         values["finished_at"] = when(str(observed["finished_at"]))
     key = name
+    if name in STACK_CHECKS:
+        key, more = stack_values(name, observed, w, when)
+        values |= more
     if name == "pg.backup_age":
         if observed.get("method") == "archiver":
             key = "pg.backup_age.archiver" if "age_seconds" in observed else ""
@@ -148,6 +151,152 @@ def result_text(
             text_ += " ✘ " + _settings_text(observed["wrong"])
         return text_
     return raw(check.detail) if check.detail else raw(str(observed))
+
+
+# -- the whole stack: host, application, change and the newer database items --------------------
+
+STACK_CHECKS = frozenset(
+    {
+        "host.cpu_load", "host.memory", "host.filesystems", "host.clock_offset",
+        "host.failed_units", "host.last_reboot", "host.log_errors", "pg.log_errors",
+        "app.response_time", "app.tls_certificate", "pg.xid_age", "pg.replication_slots",
+        "sql.returns", "release.current",
+    }
+)  # fmt: skip
+
+
+def _ms(seconds: Any) -> str:
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{value * 1000:+.2f} ms" if abs(value) < 1 else f"{value:+.3f} s"
+
+
+def _count(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else str(n)
+
+
+def _activity(slot: dict[str, Any]) -> str:
+    return "active" if slot.get("active") else "inactive"
+
+
+def stack_values(
+    name: str, observed: dict[str, Any], w: dict[str, Any], when: Any
+) -> tuple[str, dict[str, Any]]:
+    """The template key and the values beyond the observed ones for a host, application or
+    change check (``results.<check>[.<case>]`` in inspection.yaml)."""
+    sep = w.get("list_separator", ", ")
+    key = name
+    more: dict[str, Any] = {}
+    if name == "host.memory":
+        more = {
+            "total": size(observed.get("total_bytes")),
+            "available": size(observed.get("available_bytes")),
+            "swap": size(observed.get("swap_total_bytes")),
+        }
+    elif name == "host.filesystems":
+        over = [f for f in observed.get("filesystems") or [] if f.get("over")]
+        more = {
+            "over_text": sep.join(
+                f"{f.get('mount')} {f.get('used_percent')}%"
+                + (
+                    f" (inode {f.get('inodes_used_percent')}%)"
+                    if f.get("inodes_used_percent") is not None
+                    else ""
+                )
+                for f in over
+            )
+        }
+        key = "host.filesystems.over" if over or observed.get("problems") else name
+        if observed.get("problems"):
+            more["over_text"] = sep.join([more["over_text"], *observed["problems"]]).strip(sep)
+    elif name == "host.clock_offset":
+        more = {
+            "skew": _ms(observed.get("skew_seconds")),
+            "bound": _ms(observed.get("skew_bound_seconds")).lstrip("+"),
+            "offset": _ms(observed.get("offset_seconds")),
+            "sync": w.get("clock_synced" if observed.get("synchronised") else "clock_unsynced"),
+        }
+        key = name if observed.get("source") == "nodes" else "host.clock_offset.ntp"
+    elif name == "host.failed_units":
+        key = name if observed.get("systemd") else "host.failed_units.none"
+        failed = observed.get("failed") or []
+        more = {"units": (": " + sep.join(failed)) if failed else ""}
+    elif name == "host.last_reboot":
+        more = {
+            "booted_at": when(str(observed.get("booted_at") or "")),
+            "uptime": _seconds(observed.get("uptime_seconds")),
+            "since": when(str(observed.get("since"))) if observed.get("since") else "—",
+        }
+        key = "host.last_reboot.rebooted" if observed.get("rebooted_since") else name
+    elif name in ("host.log_errors", "pg.log_errors"):
+        files = [f for f in observed.get("files") or [] if isinstance(f, dict)]
+        samples = [str(x) for f in files for x in f.get("samples") or []][:2]
+        more = {
+            "since": when(str(observed.get("since") or "")),
+            "files_text": sep.join(f"{f.get('path')}: {f.get('matches', 0)}" for f in files),
+            "samples": (": " + " | ".join(samples)) if samples else "",
+        }
+        if observed.get("missing"):
+            key = "log_errors.missing"
+            more["missing"] = sep.join(str(m) for m in observed["missing"])
+        else:
+            key = "log_errors"
+    elif name == "app.tls_certificate":
+        key = name if observed.get("https") else "app.tls_certificate.none"
+        more = {
+            "not_after": when(str(observed.get("not_after") or "")),
+            "trust": "" if observed.get("trusted", True) else w.get("tls_untrusted", ""),
+        }
+    elif name == "pg.xid_age":
+        more = {"age": _count(observed.get("age")), "margin": _count(observed.get("margin"))}
+    elif name == "pg.replication_slots":
+        found = [s for s in observed.get("slots") or [] if s.get("finding")]
+        key = name if observed.get("count") else "pg.replication_slots.none"
+        more = {
+            "retained": size(observed.get("retained_bytes")),
+            "findings_text": (
+                " ✘ "
+                + sep.join(
+                    f"{s.get('slot')} ({w.get('slot_' + _activity(s))}"
+                    f", {size(s.get('retained_bytes') or 0)})"
+                    for s in found
+                )
+            )
+            if found
+            else "",
+        }
+    elif name == "release.current":
+        more = {"current": observed.get("current") or w.get("none_found", "—")}
+        if observed.get("files_intact") is False:
+            key = "release.current.damaged"
+    return key, more
+
+
+def stack_limits(name: str, limits: dict[str, Any]) -> dict[str, Any]:
+    """Values of a host or application check's standard, from the thresholds it recorded."""
+    if name == "host.clock_offset":
+        return {"max": _seconds(limits.get("max_offset_seconds"))}
+    if name == "host.last_reboot":
+        return {"max": _seconds(limits.get("min_uptime_seconds"))}
+    if name in ("host.log_errors", "pg.log_errors"):
+        return {"patterns": " | ".join(str(p) for p in limits.get("patterns") or [])}
+    if name == "pg.replication_slots":
+        return {"max_retained": size(limits.get("max_retained_bytes"))}
+    if name == "app.response_time":
+        return {
+            "max_p95_ms": f"{limits.get('max_p95_ms', '—'):g}"
+            if isinstance(limits.get("max_p95_ms"), int | float)
+            else "—"
+        }
+    if name in ("host.memory",):
+        value = limits.get("max_swap_used_percent")
+        return {"max_swap_used_percent": f"{value:g}" if isinstance(value, int | float) else "—"}
+    if name == "host.filesystems":
+        value = limits.get("max_inodes_used_percent")
+        return {"max_inodes_used_percent": f"{value:g}" if isinstance(value, int | float) else "—"}
+    return {}
 
 
 def standard_text(
@@ -185,7 +334,25 @@ def standard_text(
         else "—",
         "expected": _settings_text(limits.get("expected")),
     }
+    values |= stack_limits(name, limits)
     return _fill(template, values)
+
+
+# The report's groups, in order, and the node roles that belong to each.
+GROUPS = ("client", "app", "database", "other")
+DATABASE_ROLES = frozenset({"primary", "standby", "source", "target", "database"})
+
+
+def server_group(role: str) -> str:
+    """Which part of the stack a node is, by its role: client (客户端), app (应用服务器),
+    database (数据库服务器: primary, standby), or other."""
+    if role == "client" or role.startswith("client"):
+        return "client"
+    if role == "app" or role.startswith("app"):
+        return "app"
+    if role in DATABASE_ROLES:
+        return "database"
+    return "other"
 
 
 def _period(record: Record, zone: ZoneInfo, w: dict[str, Any]) -> str:
@@ -218,6 +385,11 @@ def inspection_view(
     roles_of: dict[str, str] = {}
     for role, node_name in record.roles.items():
         roles_of.setdefault(node_name, w.get(f"role_{role}", role))
+    given_roles = {
+        name: str(node.get("configured_role") or "")
+        for name, node in (record.environment.get("nodes") or {}).items()
+        if isinstance(node, dict)
+    }
     advice: dict[str, str] = w["advice"]
     items: list[dict[str, Any]] = []
     findings: list[dict[str, Any]] = []
@@ -252,6 +424,7 @@ def inspection_view(
                 name = check.check
             item = {
                 "n": len(items) + 1,
+                "group": server_group(given_roles.get(node) or step.target),
                 "item": title,
                 "check": name,
                 "step": step.id,
@@ -266,8 +439,17 @@ def inspection_view(
                 else (w["i_error"] if verdict == "error" else w["i_abnormal"]),
             }
             items.append(item)
-            if not normal:
-                findings.append(item | {"advice": inline(advice.get(name, advice["default"]))})
+    # By server: clients, then application servers, then database servers (the node's role).
+    items.sort(key=lambda i: GROUPS.index(i["group"]))
+    groups: list[dict[str, Any]] = []
+    for n, item in enumerate(items, 1):
+        item["n"] = n
+        if not groups or groups[-1]["key"] != item["group"]:
+            groups.append({"key": item["group"], "label": w[f"group_{item['group']}"], "rows": []})
+        groups[-1]["rows"].append(item)
+        item["group_label"] = groups[-1]["label"]
+        if not item["normal"]:
+            findings.append(item | {"advice": inline(advice.get(item["check"], advice["default"]))})
     normal_count = sum(1 for i in items if i["normal"])
     participants = doc.get("participants") or []
     inspector = ", ".join(
@@ -301,6 +483,7 @@ def inspection_view(
         "time": f"{doc['actual_start']} — {doc['actual_end']}",
         "inspector": inspector,
         "rows": items,
+        "groups": groups,
         "findings": findings,
         "total": len(items),
         "normal": normal_count,

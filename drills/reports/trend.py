@@ -13,7 +13,7 @@ from drills.model.durations import format_seconds
 from drills.model.record import Record
 from drills.reports.charts import trend_chart
 from drills.reports.site import messages, text, zone_name
-from drills.reports.view import local_time, utc_offset
+from drills.reports.times import local_time, utc_offset
 
 
 @dataclass(frozen=True)

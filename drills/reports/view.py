@@ -13,20 +13,21 @@ templates print as they print text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import drills
 from drills.engine.human import HUMAN_ACTIONS
 from drills.model.durations import format_seconds
-from drills.model.record import Record
+from drills.model.record import LostTransactions, Record
 from drills.records.annotation import Merged, merge
 from drills.records.chain import Entry
 from drills.reports.charts import timeline
-from drills.reports.phrases import Phrasebook, Said, code, compose, inline
+from drills.reports.phrases import Phrasebook, Said, code, compose, inline, joined
 from drills.reports.site import default_fields, text, zone_name
+from drills.reports.times import local_time, utc_offset
 
 
 @dataclass(frozen=True)
@@ -37,32 +38,6 @@ class ReportInput:
     entry: Entry | None
     annotations: list[Any]
     location: str = ""
-
-
-def _moment(value: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def local_time(value: str | None, zone: ZoneInfo) -> str:
-    if not value:
-        return "—"
-    moment = _moment(value)
-    if moment is None:
-        return value
-    local = moment.astimezone(zone)
-    return local.strftime("%Y-%m-%d %H:%M:%S.") + f"{local.microsecond // 1000:03d}"
-
-
-def utc_offset(zone: ZoneInfo, at: str | None = None) -> str:
-    """``UTC+08:00``: the zone's offset at ``at`` (the record's start), so the report does not
-    depend on when it is rendered."""
-    moment = (_moment(at) if at else None) or datetime(2000, 1, 1, tzinfo=UTC)
-    offset = moment.astimezone(zone).strftime("%z")
-    return f"UTC{offset[:3]}:{offset[3:]}"
 
 
 @dataclass(frozen=True)
@@ -126,6 +101,78 @@ def _standards(site: dict[str, Any], kind: str, lang: str, t: dict[str, str]) ->
             )
         )
     return clauses
+
+
+LOST_ROWS = 100  # lost transactions the report lists one by one (the record keeps them all)
+
+
+def _sentences(says: Phrasebook, text: str, semicolon: str) -> Said | str:
+    """A note of several sentences joined by "; ", each translated."""
+    if not text:
+        return ""
+    return joined([says.sentence(part) for part in text.split("; ")], semicolon)
+
+
+def _lost_transactions(
+    lost: LostTransactions | None,
+    t: dict[str, str],
+    says: Phrasebook,
+    when: Callable[[str | None], str],
+    semicolon: str,
+) -> dict[str, Any] | None:
+    """The lost transactions as the report shows them: how they were counted, each of them
+    (the first ``LOST_ROWS``), per table, and the WAL segments kept as evidence."""
+    if lost is None:
+        return None
+    exact = lost.loss_accounting == "exact"
+    if exact:
+        text = t["lost_tx_exact"].format(
+            node=lost.node or "?",
+            count=lost.count,
+            switch=lost.switch_lsn or "?",
+            old=lost.timeline or "?",
+            new=lost.new_timeline or "?",
+        )
+    elif lost.count is not None:
+        text = t["lost_tx_lower_bound"].format(count=lost.count)
+    else:
+        text = t["lost_tx_unknown"]
+    rpo = ""
+    if exact and lost.count and lost.rpo_seconds is not None:
+        rpo = t["lost_tx_rpo"].format(
+            surviving=when(lost.last_surviving_commit_at),
+            last=when(lost.last_lost_commit_at),
+            rpo=format_seconds(lost.rpo_seconds),
+        )
+    summary = compose("{label}: {text}", label=t["lost_tx"], text=text)
+    rows = [
+        {
+            "xid": tx.xid,
+            "committed_at": when(tx.committed_at),
+            "lsn": tx.lsn,
+            "tables": joined([says.sentence(name) for name in tx.tables], "、")
+            if tx.tables
+            else t["lost_tx_none_listed"],
+        }
+        for tx in lost.transactions[:LOST_ROWS]
+    ]
+    more = (lost.count or 0) - len(rows) if exact else 0
+    return {
+        "exact": exact,
+        "summary": summary,
+        "text": text,
+        "rpo": rpo,
+        "note": _sentences(says, lost.note, semicolon),
+        "rows": rows,
+        "more": t["lost_tx_more"].format(n=more) if more > 0 else "",
+        "tables": [
+            {"name": says.sentence(name), "count": count} for name, count in lost.tables.items()
+        ],
+        "segments": [
+            {"name": seg.name, "path": seg.path, "size": seg.size, "sha256": seg.sha256}
+            for seg in lost.wal_segments
+        ],
+    }
 
 
 def build_view(
@@ -219,10 +266,13 @@ def build_view(
     ]
     m = record.measurements
     consistency: list[Any] = []
+    lost = _lost_transactions(m.lost_transactions, t, says, when, semicolon)
+    if lost is not None:
+        consistency.append(lost["summary"])
     if m.canary is not None:
         canary = compose(
             "{label}: {text}",
-            label=t["canary"],
+            label=t["canary_sample"] if lost is not None else t["canary"],
             text=t["canary_text"].format(
                 written=m.canary.written, acknowledged=m.canary.acknowledged, lost=m.canary.lost
             ),
@@ -399,6 +449,7 @@ def build_view(
         "objectives": objectives,
         "objectives_met": sum(o.met for o in record.objectives),
         "consistency": consistency,
+        "lost_transactions": lost,
         "manual_consistency": merged.data_consistency or "",
         "rolled_back": record.rolled_back,
         "rollback_steps": rollback_steps,
