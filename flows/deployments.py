@@ -1,17 +1,23 @@
 """Prefect deployments of the drill flow, built from drill definitions.
 
-Two ways onto a Prefect server, from the same definitions:
+Two ways onto a Prefect server, from the same definitions, under different names so that
+neither takes over the other's deployments:
 
-- ``drctl serve``: ``prefect.serve`` runs the deployments in this process. Its schedules stay
-  active when it stops (``pause_on_shutdown=False``), and a restart applies them again, so a
-  restarted server or host keeps its drills scheduled.
+- ``drctl serve``: ``prefect.serve`` runs the deployments in this process, named
+  ``drill/NAME-served``. Its schedules stay active when it stops (``pause_on_shutdown=False``),
+  and a restart applies them again, so a restarted server or host keeps its drills scheduled. It
+  refuses a definition whose ``drill/NAME`` is on a work pool (its schedules would run twice), and
+  a ``drill/NAME-served`` that a work pool owns (``ownership_problems``).
 - ``prefect.yaml`` (written by ``drctl deployments prefect-yaml``): ``prefect deploy --all`` puts
-  them on a work pool, and workers near the database hosts run them.
+  them on a work pool as ``drill/NAME``, and workers near the database hosts run them.
 
 Schedules are in Asia/Shanghai time unless a definition says otherwise. A ``pre_holiday``
 schedule becomes an RRULE of RDATEs: the verification dates (``drills.ops.holidays``) of this year
-and the next, whichever are published. The flow's parameter is the ``RunRequest`` model, so the
-UI's run form shows its fields and the server validates runs against its schema.
+and the next, whichever are published. The flow's parameters are the run form (``flows.form``):
+the deployment gives the playbook, environment, mode and objective targets; a run from the UI or
+the API must add its operator and ticket, a scheduled run carries the definition's (each schedule's
+``parameters``), an event-started run the event's (``EVENT_PARAMETERS``). An emergency
+activation's deployment is of the ``activation`` flow, whose form has the incident's fields.
 """
 
 from __future__ import annotations
@@ -24,7 +30,14 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from drills.ops.definitions import SHANGHAI, LoadedDefinition, PreHoliday, ScheduleSpec, slug
+from drills.ops.definitions import (
+    SERVED_SUFFIX,
+    SHANGHAI,
+    LoadedDefinition,
+    PreHoliday,
+    ScheduleSpec,
+    slug,
+)
 from drills.ops.holidays import (
     HOLIDAYS_FILE_ENV,
     chinesecalendar_version,
@@ -34,6 +47,10 @@ from drills.ops.holidays import (
 )
 
 FLOW_ENTRYPOINT = "flows.drill.drill"
+ACTIVATION_ENTRYPOINT = "flows.drill.activation"
+FLOW_NAME = "drill"  # both flows' name in Prefect
+SERVE_POLL_ENV = "DRCTL_SERVE_POLL_SECONDS"
+SERVE_POLL_DEFAULT = 0.5  # seconds between drctl serve's queries for runs to start
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,7 @@ class PlannedSchedule:
     day_or: bool = True
     rrule: str | None = None
     dates: list[date] = field(default_factory=list)  # a pre-holiday schedule's dates
+    parameters: dict[str, Any] = field(default_factory=dict)  # what its runs add (who, ticket)
 
     def as_prefect(self) -> Any:
         from prefect.schedules import Cron, RRule
@@ -59,9 +77,16 @@ class PlannedSchedule:
                 day_or=self.day_or,
                 active=self.active,
                 slug=self.slug,
+                parameters=self.parameters,
             )
         assert self.rrule is not None
-        return RRule(self.rrule, timezone=self.timezone, active=self.active, slug=self.slug)
+        return RRule(
+            self.rrule,
+            timezone=self.timezone,
+            active=self.active,
+            slug=self.slug,
+            parameters=self.parameters,
+        )
 
     def as_yaml(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -72,6 +97,8 @@ class PlannedSchedule:
         else:
             out["rrule"] = self.rrule
         out.update(timezone=self.timezone, active=self.active, slug=self.slug)
+        if self.parameters:
+            out["parameters"] = dict(self.parameters)
         return out
 
     def describe(self) -> str:
@@ -98,13 +125,18 @@ class PlannedSchedule:
         return found
 
 
-# What an event-started run is given: the event's time as the declaration (drills.engine.human).
-# Prefect renders these Jinja templates when the automation fires.
-EVENT_REQUEST = {
+# What an event-started run is given: on whose word it runs (the payload's declared_by, else the
+# event itself) and, for an activation, the event's time as the declaration (drills.engine.human).
+# Prefect renders these Jinja templates when the automation fires. In parentheses: Prefect appends
+# `| tojson` to a single expression, and a filter binds tighter than `or`.
+DECLARED_BY = "{{ (event.payload.get('declared_by') or event.event ~ ' event ' ~ event.id) }}"
+EVENT_PARAMETERS = {
+    "operator": DECLARED_BY,
+    "ticket": "{{ (event.payload.get('ticket') or event.event ~ ' ' ~ event.id) }}",
+}
+EVENT_INCIDENT = {
     "incident_declared_at": "{{ event.occurred.isoformat() }}",
-    # In parentheses: Prefect appends `| tojson` to a single expression, and a filter binds
-    # tighter than `or`.
-    "declared_by": "{{ (event.payload.get('declared_by') or event.event ~ ' event ' ~ event.id) }}",
+    "declared_by": DECLARED_BY,
 }
 
 
@@ -118,11 +150,21 @@ class DeploymentPlan:
 
     @property
     def name(self) -> str:
+        """The deployment's name on a work pool (prefect.yaml)."""
         return self.loaded.definition.name
 
     @property
+    def served_name(self) -> str:
+        """The deployment's name when ``drctl serve`` runs it."""
+        return self.loaded.definition.name + SERVED_SUFFIX
+
+    @property
+    def entrypoint(self) -> str:
+        return ACTIVATION_ENTRYPOINT if self.loaded.activation else FLOW_ENTRYPOINT
+
+    @property
     def parameters(self) -> dict[str, Any]:
-        return {"request": self.loaded.definition.request()}
+        return self.loaded.definition.parameters()
 
     @property
     def description(self) -> str:
@@ -144,7 +186,11 @@ class DeploymentPlan:
                 "posture": "Reactive",
                 "threshold": 1,
                 "within": 0,
-                "parameters": {"request": {**d.request(), **EVENT_REQUEST}},
+                "parameters": {
+                    **self.parameters,
+                    **EVENT_PARAMETERS,
+                    **(EVENT_INCIDENT if self.loaded.activation else {}),
+                },
             }
             for t in d.triggers
         ]
@@ -175,16 +221,30 @@ def pre_holiday_dates(spec: PreHoliday, today: date) -> tuple[list[date], list[s
 
 
 def plan_schedule(
-    name: str, index: int, spec: ScheduleSpec, today: date
+    name: str,
+    index: int,
+    spec: ScheduleSpec,
+    today: date,
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[PlannedSchedule | None, list[str]]:
     where = slug(name, index)
+    given = dict(parameters or {})
     if spec.cron is not None:
         cron = PlannedSchedule(
-            where, "cron", spec.timezone, spec.active, cron=spec.cron, day_or=spec.day_or
+            where,
+            "cron",
+            spec.timezone,
+            spec.active,
+            cron=spec.cron,
+            day_or=spec.day_or,
+            parameters=given,
         )
         return cron, []
     if spec.rrule is not None:
-        return PlannedSchedule(where, "rrule", spec.timezone, spec.active, rrule=spec.rrule), []
+        planned = PlannedSchedule(
+            where, "rrule", spec.timezone, spec.active, rrule=spec.rrule, parameters=given
+        )
+        return planned, []
     assert spec.pre_holiday is not None
     dates, notes = pre_holiday_dates(spec.pre_holiday, today)
     hour, minute = spec.pre_holiday.at.split(":")
@@ -199,7 +259,13 @@ def plan_schedule(
     # Naive local times: the server reads RDATEs in the schedule's time zone.
     rrule = "RDATE:" + ",".join(f"{d:%Y%m%d}T{hour}{minute}00" for d in dates)
     planned = PlannedSchedule(
-        where, "pre_holiday", spec.timezone, spec.active, rrule=rrule, dates=dates
+        where,
+        "pre_holiday",
+        spec.timezone,
+        spec.active,
+        rrule=rrule,
+        dates=dates,
+        parameters=given,
     )
     return planned, notes
 
@@ -209,8 +275,9 @@ def plan_deployments(loaded: list[LoadedDefinition], today: date) -> list[Deploy
     for item in loaded:
         schedules: list[PlannedSchedule] = []
         notes: list[str] = []
+        who = item.definition.scheduled_parameters()
         for index, spec in enumerate(item.definition.schedules):
-            planned, said = plan_schedule(item.definition.name, index, spec, today)
+            planned, said = plan_schedule(item.definition.name, index, spec, today, who)
             notes += said
             if planned is not None:
                 schedules.append(planned)
@@ -221,33 +288,135 @@ def plan_deployments(loaded: list[LoadedDefinition], today: date) -> list[Deploy
 # -- onto Prefect --------------------------------------------------------------------------------
 
 
-def runner_deployments(plans: list[DeploymentPlan]) -> list[Any]:
-    """The plans as Prefect ``RunnerDeployment`` objects of the drill flow."""
+def _deployment_options(plan: DeploymentPlan) -> dict[str, Any]:
+    """What a served deployment of ``plan`` is made with (``to_deployment``, ``add_flow``)."""
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
     from prefect.types.entrypoint import EntrypointType
 
-    from flows.drill import drill
+    from flows.form import know
 
-    return [
-        drill.to_deployment(
-            name=plan.name,
-            schedules=[s.as_prefect() for s in plan.schedules],
-            parameters=plan.parameters,
-            description=plan.description,
-            tags=plan.tags,
-            enforce_parameter_schema=True,
-            entrypoint_type=EntrypointType.MODULE_PATH,
-            triggers=[DeploymentEventTrigger(**t) for t in plan.triggers],
-        )
-        for plan in plans
-    ]
+    d = plan.loaded.definition
+    know(d.playbook, d.environment)  # the run form offers them, whatever this host knows
+    return {
+        "name": plan.served_name,
+        "schedules": [s.as_prefect() for s in plan.schedules],
+        "parameters": plan.parameters,
+        "description": plan.description,
+        "tags": plan.tags,
+        "enforce_parameter_schema": True,
+        "entrypoint_type": EntrypointType.MODULE_PATH,
+        "triggers": [DeploymentEventTrigger(**t) for t in plan.triggers],
+    }
+
+
+def _flow_of(plan: DeploymentPlan) -> Any:
+    from flows.drill import activation, drill
+
+    return activation if plan.loaded.activation else drill
+
+
+def runner_deployments(plans: list[DeploymentPlan]) -> list[Any]:
+    """The plans as Prefect ``RunnerDeployment`` objects, named as ``drctl serve`` names them."""
+    return [_flow_of(plan).to_deployment(**_deployment_options(plan)) for plan in plans]
+
+
+def ownership_problems(plans: list[DeploymentPlan]) -> dict[str, str]:
+    """Why ``drctl serve`` must not serve a definition, by definition name: its ``drill/NAME``
+    is on a work pool (``prefect deploy``: the same drills would run twice), or its
+    ``drill/NAME-served`` belongs to a work pool (serving it would take it over)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    problems: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for plan in plans:
+            for name in (plan.name, plan.served_name):
+                try:
+                    found = client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+                except ObjectNotFound:
+                    continue
+                if not found.work_pool_name:
+                    continue
+                problems[plan.name] = (
+                    f"deployment {FLOW_NAME}/{name} is on work pool {found.work_pool_name} "
+                    "(prefect deploy): "
+                    + (
+                        "serving the definition too would run its drills twice; delete that "
+                        f"deployment (prefect deployment delete {FLOW_NAME}/{name}) to serve it"
+                        if name == plan.name
+                        else "drctl serve does not take over a work pool's deployment"
+                    )
+                )
+                break
+    return problems
+
+
+def serve_poll_seconds() -> float:
+    """How often ``drctl serve`` asks the server for runs to start (``DRCTL_SERVE_POLL_SECONDS``).
+    A run started from the UI waits for the next query, on average half of it."""
+    import os
+
+    raw = os.environ.get(SERVE_POLL_ENV, "")
+    try:
+        value = float(raw) if raw.strip() else SERVE_POLL_DEFAULT
+    except ValueError:
+        value = SERVE_POLL_DEFAULT
+    return min(max(value, 0.1), 60.0)
+
+
+def warm_flow_runs() -> bool:
+    """Start served flow runs as forks of a process that has the flow loaded (``flows.preload``)
+    rather than as new Python processes that import it: a run from the UI reaches its first step
+    about two seconds sooner. True when it is set up.
+
+    Prefect 3.9's runner starts a served flow run with ``run_flow_in_subprocess``, which asks
+    ``multiprocessing`` for its ``spawn`` context; ``prefect.flow_engine`` is given a
+    ``multiprocessing`` whose ``spawn`` context is a fork server that preloaded the flow (Prefect's
+    own runner documents that module-level reference as the place to override). Anything else
+    about the run is Prefect's: its environment, settings, control channel and cancellation."""
+    import multiprocessing
+    import types
+    from multiprocessing import forkserver
+
+    import prefect.flow_engine as engine
+
+    real = getattr(engine, "multiprocessing", None)
+    if real is not multiprocessing or "forkserver" not in multiprocessing.get_all_start_methods():
+        return False  # another Prefect than the one this was written for, or no fork server
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["flows.preload"])
+
+    def get_context(method: str | None = None) -> Any:
+        return context if method == "spawn" else multiprocessing.get_context(method)
+
+    shim = types.ModuleType("multiprocessing")
+    shim.__dict__.update(vars(multiprocessing))
+    shim.get_context = get_context  # type: ignore[attr-defined]
+    engine.multiprocessing = shim  # type: ignore[attr-defined]
+    forkserver.ensure_running()  # now, not when the first run comes
+    return True
 
 
 def serve(plans: list[DeploymentPlan]) -> None:
-    """Serve the deployments until interrupted; their schedules stay active afterwards."""
-    from prefect import serve as prefect_serve
+    """Serve the deployments until interrupted; their schedules stay active afterwards.
 
-    prefect_serve(*runner_deployments(plans), pause_on_shutdown=False)
+    As ``prefect.serve`` does, but with each deployment's flow given to the runner (``add_flow``),
+    so that a run is started from the flow in memory (from the warm fork server) rather than by a
+    ``python -m prefect.engine`` that imports everything again, and with the runner asking for
+    runs every ``serve_poll_seconds()``."""
+    import asyncio
+    import contextlib
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    warm_flow_runs()
+    runner = Runner(pause_on_shutdown=False, query_seconds=serve_poll_seconds())
+    for plan in plans:
+        runner.add_flow(_flow_of(plan), **_deployment_options(plan))
+    # Stopped as Ctrl-C or a service manager stops it: the schedules stay active.
+    with contextlib.suppress(KeyboardInterrupt, TerminationSignal):
+        asyncio.run(runner.start())
 
 
 def prefect_yaml(
@@ -263,7 +432,7 @@ def prefect_yaml(
         deployment: dict[str, Any] = {
             "name": plan.name,
             "description": plan.description,
-            "entrypoint": FLOW_ENTRYPOINT,
+            "entrypoint": plan.entrypoint,
             "tags": plan.tags,
             "parameters": plan.parameters,
             "enforce_parameter_schema": True,
@@ -281,8 +450,13 @@ def prefect_yaml(
         "# Do not edit: change the definitions and generate it again (a test compares them).",
         "#",
         "#   prefect work-pool create drctl --type process",
-        "#   prefect deploy --all            # from this folder, with PREFECT_API_URL set",
-        "#   prefect worker start --pool drctl   # on a host near the databases, drctl installed",
+        "#   prefect deploy --all   # with PREFECT_API_URL set, from a folder holding only this",
+        "#                          # file: a worker copies that folder into each run's workspace",
+        "#   # on a host near the databases, drctl installed (README: Scheduled drills):",
+        "#   PREFECT_WORKER_QUERY_SECONDS=0.5 prefect worker start --pool drctl \\",
+        "#       --prefetch-seconds 60",
+        "# The flow is the installed drctl (pull: []). The deployments are drill/NAME; `drctl",
+        "# serve` names its own drill/NAME-served and refuses a definition deployed here.",
         "#",
         "# Pre-holiday dates cover this year and the next where they are published: generate",
         "# it again and redeploy when a new year's holidays are published (or put in",

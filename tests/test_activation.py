@@ -276,7 +276,7 @@ def test_a_declared_incident_event_starts_the_activation_deployment(prefect_api:
             try:
                 assert len(runs) == 2, [r.parameters for r in runs]
                 requests = sorted(
-                    (RunRequest.model_validate(r.parameters["request"]) for r in runs),
+                    (RunRequest.model_validate(r.parameters) for r in runs),
                     key=lambda r: str(r.incident_declared_at),
                 )
                 assert {(r.playbook, r.environment, r.mode) for r in requests} == {
@@ -287,6 +287,7 @@ def test_a_declared_incident_event_starts_the_activation_deployment(prefect_api:
                     unsigned.occurred,
                 ]
                 assert requests[0].declared_by == "HIS monitoring"
+                assert requests[0].operator == "HIS monitoring"  # the event's word, not root
                 assert requests[1].declared_by == f"dr.incident.declared event {unsigned.id}"
             finally:
                 for run in runs:

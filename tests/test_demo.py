@@ -58,11 +58,17 @@ def test_demo_runs_both_drills_and_leaves_nothing_running() -> None:
         ):
             assert expected in out
         listed = json.loads(drctl("records", "list", "--json", env=env).stdout)
-        assert [r["playbook"] for r in listed] == ["pg-failover", "pg-switchover"]  # newest first
+        # Both drills, newest first by start time (without Prefect both can start within one
+        # second, and a run id's stamp has whole seconds only).
+        assert sorted(r["playbook"] for r in listed) == ["pg-failover", "pg-switchover"]
+        starts = [r["started_at"] for r in listed]
+        assert starts == sorted(starts, reverse=True) or len(set(s[:19] for s in starts)) == 1
         assert all(r["status"] == "passed" for r in listed)
         for summary in listed:
             record = json.loads(drctl("records", "show", summary["id"], "--json", env=env).stdout)
-            assert record["orchestrator"]["prefect_api"] == "ephemeral"
+            # No Prefect server here: the CLI runs the drill at once, without an API, and the
+            # record says so (flows/direct.py).
+            assert record["orchestrator"]["prefect_api"] == "none"
             assert record["measurements"]["lost_writes"] is not None
         assert "there is no lab" in drctl("lab", "down", env=env).stdout
         assert processes_under(home) == []

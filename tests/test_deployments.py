@@ -1,7 +1,8 @@
 """Drill definitions as Prefect deployments: parsing and problems, the schedules (Asia/Shanghai,
-the pre-holiday dates), ``drctl serve`` against the session's Prefect server (schedules active
-after it stops and after a restart), the server rejecting invalid parameters, and the committed
-``prefect.yaml`` (the same as generated, and deployable with ``prefect deploy``).
+the pre-holiday dates, who a scheduled run names), ``drctl serve`` against the session's Prefect
+server (schedules active after it stops and after a restart, its own ``NAME-served`` names, and
+its refusal of a definition deployed to a work pool), the server rejecting invalid parameters, and
+the committed ``prefect.yaml`` (the same as generated, and deployable with ``prefect deploy``).
 """
 
 from __future__ import annotations
@@ -53,29 +54,50 @@ def test_the_shipped_examples() -> None:
     by_name = {item.definition.name: item.definition for item in loaded}
     assert sorted(by_name) == [
         "emergency-activation",
+        "half-yearly-onsite-inspection",
         "monthly-restore-test",
         "pre-holiday-backup-verification",
+        "pre-holiday-inspection",
         "quarterly-inspection",
         "quarterly-switchover",
     ]
     assert {d.playbook for d in by_name.values()} == {
         "his-emergency-activation",
+        "his-stack-inspection",
         "pg-switchover",
         "pg-inspection",
         "pg-backup-verify",
         "pg-dump-restore-verify",
     }
     assert all(s.timezone == "Asia/Shanghai" for d in by_name.values() for s in d.schedules)
-    assert by_name["quarterly-switchover"].request() == {
+    assert by_name["quarterly-switchover"].parameters() == {
         "playbook": "pg-switchover",
         "environment": "lab",
         "mode": "drill",
-        "ticket": None,
         "objectives": {"rto": "2m"},
+    }
+    # A scheduled run says on whose word it runs; a run from the UI or API names its own.
+    assert by_name["quarterly-switchover"].scheduled_parameters() == {
+        "operator": "schedule of drill definition quarterly-switchover",
+        "ticket": "scheduled (quarterly-switchover)",
     }
 
     plans = {p.name: p for p in plan_deployments(loaded, date(2026, 1, 5))}
+    # The emergency activation's form has the incident's fields: it is the activation flow's.
+    assert {n for n, p in plans.items() if p.entrypoint == "flows.drill.activation"} == {
+        "emergency-activation"
+    }
+    assert {p.entrypoint for p in plans.values()} == {"flows.drill.drill", "flows.drill.activation"}
+    assert plans["quarterly-switchover"].served_name == "quarterly-switchover-served"
+    [trigger] = plans["emergency-activation"].triggers
+    assert set(trigger["parameters"]) == {
+        "playbook", "environment", "mode", "operator", "ticket", "incident_declared_at",
+        "declared_by",
+    }  # fmt: skip
     [pre_holiday] = plans["pre-holiday-backup-verification"].schedules
+    assert pre_holiday.parameters["operator"] == (
+        "schedule of drill definition pre-holiday-backup-verification"
+    )
     # The 2026 breaks (Feb 15-23, May 1-5, Oct 1-7), 3 working days before each, 09:00 Shanghai.
     assert pre_holiday.rrule == "RDATE:20260212T090000,20260428T090000,20260928T090000"
     assert pre_holiday.timezone == "Asia/Shanghai"
@@ -121,6 +143,7 @@ def test_definition_problems_are_located_and_named(tmp_path: Path) -> None:
     write(tmp_path, "two-kinds", {"schedules": [{"cron": "0 1 * * *", "rrule": "FREQ=DAILY"}]})
     write(tmp_path, "bad-zone", {"schedules": [{"cron": "0 1 * * *", "timezone": "Mars/Base"}]})
     write(tmp_path, "bad-mode", {"mode": "yolo"})
+    write(tmp_path, "x-served", {})
     (tmp_path / "z-copy.yaml").write_text((tmp_path / "good.yaml").read_text())
 
     loaded, broken = load_definitions([tmp_path])
@@ -139,6 +162,9 @@ def test_definition_problems_are_located_and_named(tmp_path: Path) -> None:
         in problems["bad-mode.yaml"]
     )
     assert "definition name 'good' is used by" in problems["z-copy.yaml"]
+    assert (
+        "may not end in '-served': drctl serve names its deployments" in problems["x-served.yaml"]
+    )
     by_name = {i.definition.name: i for i in loaded}
     [missing] = by_name["no-playbook"].problems
     line = line_of(tmp_path / "no-playbook.yaml", "playbook: pg-no-such-playbook")
@@ -243,15 +269,33 @@ def test_prefect_yaml_deploys_to_a_work_pool(prefect_api: str, tmp_path: Path) -
     with client() as c:
         deployment = c.read_deployment_by_name("drill/pre-holiday-backup-verification")
         switchover = c.read_deployment_by_name("drill/quarterly-switchover")
+        activation = c.read_deployment_by_name("drill/emergency-activation")
     assert deployment.work_pool_name == "drctl" and deployment.enforce_parameter_schema
     assert deployment.entrypoint == "flows.drill.drill"
+    assert deployment.pull_steps == []  # the flow is the installed drctl: nothing to pull
     [schedule] = deployment.schedules
     assert schedule.active and schedule.schedule.timezone == "Asia/Shanghai"
     assert "20260212T090000" in schedule.schedule.rrule
-    assert switchover.parameters["request"]["objectives"] == {"rto": "2m"}
+    assert schedule.parameters == {
+        "operator": "schedule of drill definition pre-holiday-backup-verification",
+        "ticket": "scheduled (pre-holiday-backup-verification)",
+    }
+    assert switchover.parameters == {
+        "playbook": "pg-switchover",
+        "environment": "lab",
+        "mode": "drill",
+        "objectives": {"rto": "2m"},
+    }
     [cron] = switchover.schedules
     assert (cron.schedule.cron, cron.schedule.day_or) == ("0 2 15-21 1,4,7,10 6", False)
     assert cron.schedule.timezone == "Asia/Shanghai"
+    # The form: top-level fields, the operator and ticket required; the incident's fields only on
+    # the activation's.
+    form = switchover.parameter_openapi_schema
+    assert {"operator", "ticket"} <= set(form["required"])
+    assert "incident_declared_at" not in form["properties"]
+    assert activation.entrypoint == "flows.drill.activation"
+    assert "incident_declared_at" in activation.parameter_openapi_schema["properties"]
 
 
 # -- drctl serve ---------------------------------------------------------------------------------
@@ -260,13 +304,13 @@ def test_prefect_yaml_deploys_to_a_work_pool(prefect_api: str, tmp_path: Path) -
 class Serving:
     """``drctl serve`` in its own process, stopped by its pid like Ctrl-C stops it."""
 
-    def __init__(self, definitions: Path, api: str, log: Path) -> None:
+    def __init__(self, definitions: Path, api: str, log: Path, **env: str) -> None:
         self.log = log
         self.out = log.open("w")
         exe = Path(sys.executable).parent / "drctl"
         self.proc = subprocess.Popen(
             [str(exe), "serve", str(definitions), "--today", "2026-01-05"],
-            env={**os.environ, "PREFECT_API_URL": api},
+            env={**os.environ, "PREFECT_API_URL": api, **env},
             stdout=self.out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -285,7 +329,8 @@ class Serving:
 
 
 def wait_applied(names: list[str], since: datetime, serving: Serving) -> dict[str, Any]:
-    """The deployments once ``drctl serve`` has (re)applied them all after ``since``."""
+    """The deployments once ``drctl serve`` has (re)applied them all after ``since`` (``names``
+    are the deployments' names: a served one's is NAME-served)."""
     deadline = time.monotonic() + 90
     found: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -334,7 +379,7 @@ def test_serve_keeps_schedules_active_across_restarts_and_the_server_validates_p
         {"playbook": "pg-failover", "schedules": [{"pre_holiday": {"at": "08:30"}}]},
     )
     write(defs, "t-broken", {"playbook": "pg-no-such-playbook"})
-    names = ["t-quarterly", "t-pre-holiday"]
+    names = ["t-quarterly-served", "t-pre-holiday-served"]
     rdates = "RDATE:20260212T083000,20260428T083000,20260928T083000"
     expected = [
         [("t-pre-holiday-1", True, "Asia/Shanghai", rdates)],
@@ -354,30 +399,40 @@ def test_serve_keeps_schedules_active_across_restarts_and_the_server_validates_p
         assert serving.proc.returncode is not None
         # Stopped like Ctrl-C stops it: the schedules stay active (pause_on_shutdown=False),
         # and a restart applies them again without doubling them.
-        assert [schedules_of(n) for n in ["t-pre-holiday", "t-quarterly"]] == expected, log
-    with client() as c, pytest.raises(ObjectNotFound):
-        c.read_deployment_by_name("drill/t-broken")
+        served = ["t-pre-holiday-served", "t-quarterly-served"]
+        assert [schedules_of(n) for n in served] == expected, log
+    with client() as c:
+        for name in ("t-broken", "t-broken-served", "t-quarterly"):
+            with pytest.raises(ObjectNotFound):
+                c.read_deployment_by_name(f"drill/{name}")
 
-    quarterly = applied["t-quarterly"]
+    quarterly = applied["t-quarterly-served"]
+    assert quarterly.work_pool_name is None
     assert quarterly.parameters == {
-        "request": {
-            "playbook": "pg-switchover",
-            "environment": "nowhere-env",
-            "mode": "drill",
-            "ticket": "CHG-1",
-            "objectives": {"rto": "90s"},
-        }
+        "playbook": "pg-switchover",
+        "environment": "nowhere-env",
+        "mode": "drill",
+        "objectives": {"rto": "90s"},
+    }
+    [scheduled] = quarterly.schedules
+    assert scheduled.parameters == {
+        "operator": "schedule of drill definition t-quarterly",
+        "ticket": "CHG-1",
     }
     assert quarterly.enforce_parameter_schema
-    form = quarterly.parameter_openapi_schema["definitions"]["RunRequest"]["properties"]
-    assert {"playbook", "environment", "mode", "ticket", "objectives"} <= set(form)
+    form = quarterly.parameter_openapi_schema["properties"]
+    assert {"playbook", "environment", "mode", "ticket", "operator", "objectives"} <= set(form)
 
-    good = {"playbook": "pg-switchover", "environment": "nowhere-env", "mode": "drill"}
+    who = {"operator": "Dr. Li", "ticket": "CHG-2"}
+    good = {"playbook": "pg-switchover", "environment": "nowhere-env", "mode": "drill", **who}
     bad_parameters = [
-        {"request": {**good, "mode": "yolo"}},
-        {"request": {**good, "unknown": 1}},
-        {"request": {"environment": "nowhere-env"}},
-        {"request": {**good, "objectives": {"rto": ["not", "a", "duration"]}}},
+        {**good, "mode": "yolo"},
+        {**good, "playbook": "pg-no-such-playbook"},
+        {**good, "operator": ""},
+        {"ticket": "CHG-3"},  # no operator: a run from the UI or the API must name one
+        {"operator": "Dr. Li"},  # no ticket
+        {**good, "objectives": {"rto": ["not", "a", "duration"]}},
+        {**good, "objectives": {"speed": "1s"}},
     ]
     with client() as c:
         answers = []
@@ -392,14 +447,56 @@ def test_serve_keeps_schedules_active_across_restarts_and_the_server_validates_p
         assert [code for code, _ in answers] == [409] * len(bad_parameters), answers
         assert all("Validation failed" in text for _, text in answers), answers
         with pytest.raises(PrefectHTTPStatusError) as rejected:
-            c.update_deployment(
-                quarterly.id, DeploymentUpdate(parameters={"request": {**good, "mode": "yolo"}})
-            )
+            c.update_deployment(quarterly.id, DeploymentUpdate(parameters={"mode": "yolo"}))
         assert rejected.value.response.status_code == 409
-        accepted = c.create_flow_run_from_deployment(
-            quarterly.id, parameters={"request": {**good, "ticket": "CHG-2"}}
-        )
+        accepted = c.create_flow_run_from_deployment(quarterly.id, parameters=who)
         try:
-            assert accepted.parameters["request"]["ticket"] == "CHG-2"
+            assert accepted.parameters["ticket"] == "CHG-2"
+            assert accepted.parameters["operator"] == "Dr. Li"
         finally:
             c.delete_flow_run(accepted.id)  # nobody serves it: it would never run
+
+
+@pytest.mark.prefect
+def test_serve_refuses_a_definition_that_a_work_pool_owns(prefect_api: str, tmp_path: Path) -> None:
+    """``prefect deploy`` makes drill/NAME on a work pool; ``drctl serve`` names its own
+    drill/NAME-served and will not serve a definition deployed to a pool (its drills would run
+    twice), nor take over a NAME-served that a pool owns. So neither path takes over the other's
+    deployments: the UI shows who runs each."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.deployments import runner_deployments
+
+    with client() as c:
+        c.create_work_pool(WorkPoolCreate(name="drctl", type="process"), overwrite=True)
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    write(defs, "t-owned", {})
+    write(defs, "t-free", {})
+    loaded, _ = load_definitions([defs / "t-owned.yaml"])
+    [plan] = plan_deployments(loaded, date(2026, 1, 5))
+    # What `prefect deploy` makes of it: drill/t-owned on the work pool.
+    [pooled] = runner_deployments([plan])
+    pooled.name, pooled.work_pool_name = plan.name, "drctl"
+    pooled_id = pooled.apply()
+    try:
+        since = datetime.now(ZoneInfo("UTC"))
+        serving = Serving(defs, prefect_api, tmp_path / "serve.log")
+        try:
+            applied = wait_applied(["t-free-served"], since, serving)
+            time.sleep(1)
+        finally:
+            serving.stop()
+        log = serving.log.read_text()
+        assert "not served: t-owned: deployment drill/t-owned is on work pool drctl" in log, log
+        assert "would run its drills twice" in log
+        assert applied["t-free-served"].work_pool_name is None
+        with client() as c:
+            owned = c.read_deployment_by_name("drill/t-owned")
+            assert owned.work_pool_name == "drctl"  # not taken over
+            with pytest.raises(ObjectNotFound):
+                c.read_deployment_by_name("drill/t-owned-served")
+    finally:
+        with client() as c:
+            c.delete_deployment(pooled_id)

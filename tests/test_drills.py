@@ -142,9 +142,12 @@ def test_switchover_runs_as_a_prefect_flow(any_lab: AnyLab, prefect_api: str) ->
     # Every step ran on the host of its node: over SSH at the two sites.
     executors = {n["executor"] for n in record.environment["nodes"].values()}
     assert executors == ({"ssh", "local"} if any_lab.env == "lab-ssh" else {"local"})
-    # One flow run, one task run per step, named after the step.
+    # One flow run: the preconditions' task run, then one task run per step, named after it.
     flow_run_id = record.orchestrator["prefect_flow_run_id"]
-    assert task_run_names(prefect_api, flow_run_id) == [s.id for s in record.steps]
+    assert task_run_names(prefect_api, flow_run_id) == [
+        "preconditions",
+        *[s.id for s in record.steps],
+    ]
     assert (
         record.playbook["sha256"]
         == __import__("hashlib")
@@ -169,40 +172,69 @@ def test_failover_crashes_fences_promotes_and_rejoins(any_lab: AnyLab, prefect_a
     }
     steps = {s.id: s for s in record.steps}
     assert "SIGKILL" in steps["inject_crash"].output
-    fence = {c.check: c for c in steps["fence_old_primary"].checks}
-    assert fence["pg.rejects_writes"].held and fence["pg.down"].held
-    assert fence["pg.down"].observed in ("not running", "dead, not yet reaped")
+    fence = steps["fence_old_primary"]
+    [fenced] = fence.checks
+    assert fenced.check == "pg.fenced" and fenced.held
+    assert "0 process(es) of its instance; port: no connection" in fenced.observed
+    assert fence.data["fenced"] is True and fence.data["decisions"][-1]["decision"] == "fenced"
     names = [m.name for m in record.milestones]
     assert names.index("incident_declared") < names.index("writes_restored")
     assert names.index("writes_restored") < names.index("service_restored")
     m = record.measurements
     assert m.write_outage_seconds is not None and m.write_outage_seconds > 0
     assert m.lost_writes is not None and m.rpo_seconds is not None
+    # What the crash lost is counted from the old primary's WAL, before its rewind.
+    lost = m.lost_transactions
+    assert lost is not None and lost.loss_accounting == "exact", lost
+    assert m.lost_writes == lost.count and m.rpo_seconds == lost.rpo_seconds
+    assert steps["count_lost_transactions"].status == "passed"
     assert record.overrides_used == []
     assert_timings_in_order(record)
     any_lab.wait_streaming()
 
 
-def test_real_failover_refuses_to_promote_while_the_old_primary_takes_writes(lab: Path) -> None:
+def blind_environment(home: Path, tmp_path: Path, node: str) -> Path:
+    """The lab's environment with ``node``'s data directory where drctl cannot see it: on one
+    host, the way to a fence that cannot be confirmed (its host answers, its files do not)."""
+    data = yaml.safe_load((home / "environments" / "lab.yaml").read_text())
+    data["name"] = "lab-blind"
+    data["nodes"][node]["postgres"]["data_dir"] = str(tmp_path / "not-its-data-directory")
+    path = tmp_path / "lab-blind.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_real_failover_refuses_to_promote_when_the_fence_cannot_be_confirmed(
+    lab: Path, tmp_path: Path
+) -> None:
     wait_streaming(lab)
     before, pids = roles_now(lab), pids_now(lab)
-    record = Runner(RunRequest(playbook="pg-failover", environment="lab", mode="real")).run()
+    primary = next(name for name, role in before.items() if role == "primary")
+    env = blind_environment(lab, tmp_path, primary)
+    record = Runner(RunRequest(playbook="pg-failover", environment=str(env), mode="real")).run()
 
     assert record.status == "aborted"
     steps = {s.id: s for s in record.steps}
     assert steps["inject_crash"].status == "skipped"  # drill-only: a real incident needs none
     assert steps["fence_old_primary"].status == "failed"
     assert "promote_standby" not in steps
-    assert "pg.rejects_writes" in record.reason and "accepts writes" in record.reason
-    assert roles_now(lab) == before and pids_now(lab) == pids
+    assert f"pg.fenced on {primary} did not hold" in record.reason
+    decision = steps["fence_old_primary"].data["decisions"][-1]
+    assert decision["decision"] == "unconfirmed"
+    assert "its data directory cannot be seen there" in decision["sentence"]
+    assert roles_now(lab) == before and pids_now(lab) == pids  # nothing was stopped
 
 
-def test_the_fencing_override_is_explicit_and_recorded(lab: Path) -> None:
+def test_the_fencing_override_is_explicit_and_recorded(lab: Path, tmp_path: Path) -> None:
+    from tests.test_real_failover import data_dir, kill_instance, restore_pair
+
     wait_streaming(lab)
     before = roles_now(lab)
+    primary = next(name for name, role in before.items() if role == "primary")
+    kill_instance(data_dir(AnyLab(lab, "lab"), primary))  # dead, but drctl cannot confirm it
     request = RunRequest(
         playbook="pg-failover",
-        environment="lab",
+        environment=str(blind_environment(lab, tmp_path, primary)),
         mode="real",
         overrides=["unfenced_promotion"],
         operator="on-call",
@@ -215,7 +247,12 @@ def test_the_fencing_override_is_explicit_and_recorded(lab: Path) -> None:
     assert record.overrides_used == ["unfenced_promotion"]
     assert record.request["overrides"] == ["unfenced_promotion"]
     assert steps["promote_standby"].status == "passed"
-    assert steps["rejoin_old_primary"].status == "passed"
+    # Its WAL cannot be read where drctl looks for it: the count is a lower bound, said so.
+    lost = record.measurements.lost_transactions
+    assert lost is not None and lost.loss_accounting == "lower_bound"
+    assert steps["rejoin_old_primary"].status == "failed"
+    # drctl's own rejoin, with the real environment, puts the pair back.
+    restore_pair(AnyLab(lab, "lab"), tmp_path)
     assert roles_now(lab) == {
         name: "standby" if role == "primary" else "primary" for name, role in before.items()
     }

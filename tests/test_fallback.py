@@ -1,17 +1,22 @@
-"""No Prefect server: the CLI runs the drill on the ephemeral API, and the record says so.
+"""No Prefect server: the CLI runs the drill at once, without Prefect, and the record says so.
 
-The configured server is a URL on a free 127.0.0.1 port where nothing listens. The drill needs no
-database (one local node), so this runs without the lab.
+The configured server is a URL on a free 127.0.0.1 port where nothing listens (or none is
+configured). The drill needs no database (one local node), so this runs without the lab. With
+``DRCTL_PREFECT_EPHEMERAL=1`` and no server configured, it runs on Prefect's temporary API, as
+``drctl run`` did before.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -31,7 +36,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def fresh_home() -> Iterator[Path]:
-    """Its own DRCTL_HOME (and so its own ephemeral Prefect database, built once here)."""
+    """Its own DRCTL_HOME (and so its own Prefect home, should one be needed)."""
     home = Path(tempfile.mkdtemp(prefix="drctl-fallback-test-", dir="/tmp"))
     try:
         yield home
@@ -94,11 +99,19 @@ def run_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_no_prefect_server_runs_on_the_ephemeral_api_and_the_record_says_so(
+def first_step_after(record: dict[str, object], began: float) -> float:
+    steps = record["steps"]
+    assert isinstance(steps, list) and steps
+    at = str(steps[0]["started_at"]).replace("Z", "+00:00")
+    return datetime.fromisoformat(at).timestamp() - began
+
+
+def test_no_prefect_server_runs_at_once_without_prefect_and_the_record_says_so(
     fresh_home: Path,
 ) -> None:
     playbook, environment = local_drill(fresh_home)
     dead = f"http://127.0.0.1:{free_port()}/api"
+    began = time.time()
     result = drctl(
         "run",
         str(playbook),
@@ -108,22 +121,51 @@ def test_no_prefect_server_runs_on_the_ephemeral_api_and_the_record_says_so(
         env=run_env(fresh_home, PREFECT_API_URL=dead),
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"the Prefect server at {dead} did not answer" in result.stderr.replace("\n", " ")
-    assert "running on the ephemeral API instead" in result.stderr.replace("\n", " ")
+    said = " ".join(result.stderr.split())
+    assert f"the Prefect server at {dead} did not answer" in said
+    assert "running the drill without Prefect (the record says so)" in said
     assert "Traceback" not in result.stderr
     record = json.loads(result.stdout)
     assert record["status"] == "passed"
     orchestrator = record["orchestrator"]
-    assert orchestrator["prefect_api"] == "ephemeral"
+    assert orchestrator["prefect_api"] == "none"
+    assert orchestrator["watched_by"] == "drctl, in process (no Prefect API)"
     assert orchestrator["prefect_fallback"].startswith(f"server at {dead} did not answer: ")
     assert "ConnectError" in orchestrator["prefect_fallback"]
+    assert "prefect_flow_run_id" not in orchestrator  # no Prefect flow run
+    assert orchestrator["os_user"] == getpass.getuser()
+    assert record["request"]["operator"] == getpass.getuser()  # the CLI's default: you
+    # Nothing waited for a Prefect API to start (bench/cli_start.py measures it closely).
+    assert first_step_after(record, began) < 10
+
+
+def test_no_server_configured_runs_without_prefect_unless_asked_for_the_temporary_api(
+    fresh_home: Path,
+) -> None:
+    playbook, environment = local_drill(fresh_home)
+    args = ("run", str(playbook), "--env", str(environment), "--json")
+    direct = drctl(*args, env=run_env(fresh_home, PREFECT_HOME=str(fresh_home / "p-none")))
+    assert direct.returncode == 0, direct.stdout + direct.stderr
+    orchestrator = json.loads(direct.stdout)["orchestrator"]
+    assert orchestrator["prefect_api"] == "none"
+    assert orchestrator["prefect_fallback"] == "no Prefect server is configured (PREFECT_API_URL)"
+    ephemeral = drctl(
+        *args,
+        env=run_env(
+            fresh_home, PREFECT_HOME=str(fresh_home / "p-eph"), DRCTL_PREFECT_EPHEMERAL="1"
+        ),
+    )
+    assert ephemeral.returncode == 0, ephemeral.stdout + ephemeral.stderr
+    orchestrator = json.loads(ephemeral.stdout)["orchestrator"]
+    assert orchestrator["prefect_api"] == "ephemeral"
     assert orchestrator["prefect_flow_run_id"]  # it did run as a Prefect flow
+    assert orchestrator["watched_by"] == "prefect"
 
 
 def test_a_dead_server_in_the_prefect_profile_falls_back_too(fresh_home: Path) -> None:
     playbook, environment = local_drill(fresh_home)
     dead = f"http://127.0.0.1:{free_port()}/api"
-    prefect_home = fresh_home / "prefect"  # the ephemeral database of the test before
+    prefect_home = fresh_home / "prefect"
     prefect_home.mkdir(exist_ok=True)
     (prefect_home / "profiles.toml").write_text(
         f'active = "team"\n\n[profiles.team]\nPREFECT_API_URL = "{dead}"\n'
@@ -138,5 +180,5 @@ def test_a_dead_server_in_the_prefect_profile_falls_back_too(fresh_home: Path) -
     )
     assert result.returncode == 0, result.stdout + result.stderr
     orchestrator = json.loads(result.stdout)["orchestrator"]
-    assert orchestrator["prefect_api"] == "ephemeral"
+    assert orchestrator["prefect_api"] == "none"
     assert orchestrator["prefect_fallback"].startswith(f"server at {dead} did not answer")

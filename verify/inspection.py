@@ -1,4 +1,6 @@
-"""Inspection (巡检) checks for PostgreSQL: space, WAL, connections, sessions, backups, settings.
+"""Inspection (巡检) checks for PostgreSQL: space, WAL, connections, sessions, backups, settings,
+transaction ID age (wraparound), replication slots that retain WAL, and the server log's errors
+since the last inspection (the host of the server is inspected by ``verify.host``).
 
 Each check observes one item of the quarterly inspection and judges it against thresholds that are
 its parameters: the defaults below, overridden in a playbook's ``with:``. What a check observed is
@@ -24,7 +26,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from drills.model.durations import Duration, format_seconds
-from drills.model.errors import InputError
+from drills.model.errors import DrillError, InputError
+from verify.host import Since, log_observation, resolve_since, scan_logs
 from verify.postgres import NoParams
 from verify.result import Observation, Probe
 
@@ -466,3 +469,180 @@ def settings(probe: Probe, role: str, params: SettingsParams) -> Observation:
         else f"{len(names)} setting(s) as expected"
     )
     return Observation(observed, expected, not wrong, detail)
+
+
+# -- transaction ID wraparound -----------------------------------------------------------------
+
+XID_HORIZON = 2**31  # transaction IDs a database may age before wraparound
+
+
+class XidAgeParams(NoParams):
+    max_age_percent: float = Field(
+        default=50.0,
+        ge=0,
+        le=100,
+        description="Largest age(datfrozenxid) of any database, as a share of the 2^31 "
+        "wraparound horizon (%); autovacuum_freeze_max_age is 200 million (9.3%) by default.",
+    )
+
+
+def xid_age(probe: Probe, role: str, params: XidAgeParams) -> Observation:
+    """Transaction ID age: the oldest database's age(datfrozenxid) leaves a wraparound margin."""
+    rows = probe.sql(role).query(
+        "select datname, age(datfrozenxid)::bigint from pg_database"
+        " where datallowconn order by 2 desc, 1",
+        timeout=10,
+    )
+    freeze_max = probe.sql(role).scalar("select current_setting('autovacuum_freeze_max_age')")
+    if not rows:
+        raise InputError("pg.xid_age: no database answered (pg_database is empty)")
+    oldest, age = str(rows[0][0]), int(rows[0][1])
+    percent = round(100.0 * age / XID_HORIZON, 4)
+    observed = {
+        "database": oldest,
+        "age": age,
+        "age_percent": percent,
+        "margin": XID_HORIZON - age,
+        "autovacuum_freeze_max_age": int(freeze_max),
+        "databases": {str(name): int(value) for name, value in rows[:LISTED]},
+        "limits": {"max_age_percent": params.max_age_percent, "horizon": XID_HORIZON},
+    }
+    expected = f"age(datfrozenxid) <= {params.max_age_percent:g}% of 2^31"
+    detail = (
+        f"oldest: {oldest}, age {age:,} ({percent:g}% of 2^31, {XID_HORIZON - age:,} left before "
+        "wraparound)"
+    )
+    # Judged on the exact share, not the rounded one: an age of 26 is above a limit of 0%.
+    held = 100.0 * age / XID_HORIZON <= params.max_age_percent
+    return Observation(observed, expected, held, detail)
+
+
+# -- replication slots -------------------------------------------------------------------------
+
+
+class SlotsParams(NoParams):
+    max_retained_mib: int = Field(
+        default=1024, ge=0, description="Most WAL a replication slot may hold back (MiB)."
+    )
+    inactive_is_finding: bool = Field(
+        default=True,
+        description="An inactive slot is a finding (nothing consumes it: it keeps WAL forever).",
+    )
+
+
+SLOTS_SQL = (
+    "select slot_name, slot_type, active, coalesce(database, ''), coalesce(wal_status, ''),"
+    " pg_wal_lsn_diff(case when pg_is_in_recovery() then pg_last_wal_replay_lsn()"
+    " else pg_current_wal_lsn() end, restart_lsn)::bigint"
+    " from pg_replication_slots order by 1"
+)
+
+
+def replication_slots(probe: Probe, role: str, params: SlotsParams) -> Observation:
+    """Replication slots do not hold back WAL: each slot's retained WAL (pg_wal_lsn_diff to its
+    restart_lsn) within the threshold, none lost, none inactive."""
+    rows = probe.sql(role).query(SLOTS_SQL, timeout=10)
+    limit = params.max_retained_mib * MIB
+    slots: list[dict[str, Any]] = []
+    for name, kind, active, database, status, retained in rows:
+        bad = (retained is not None and int(retained) > limit) or status == "lost"
+        bad = bad or (params.inactive_is_finding and not active)
+        slots.append(
+            {
+                "slot": str(name),
+                "type": str(kind),
+                "active": bool(active),
+                "database": str(database) or None,
+                "wal_status": str(status) or None,
+                "retained_bytes": None if retained is None else int(retained),
+                "finding": bad,
+            }
+        )
+    found = [s for s in slots if s["finding"]]
+    retained_values = [s["retained_bytes"] for s in slots if s["retained_bytes"] is not None]
+    observed = {
+        "count": len(slots),
+        "slots": slots[:LISTED],
+        "findings": [s["slot"] for s in found],
+        "retained_bytes": max(retained_values) if retained_values else 0,
+        "limits": {
+            "max_retained_bytes": limit,
+            "inactive_is_finding": params.inactive_is_finding,
+        },
+    }
+    expected = f"no slot retaining more than {_gib(limit)} of WAL" + (
+        ", none inactive" if params.inactive_is_finding else ""
+    )
+    if not slots:
+        return Observation(observed, expected, True, "no replication slot")
+    named = ", ".join(
+        f"{s['slot']} ({'active' if s['active'] else 'inactive'}, "
+        f"{_gib(s['retained_bytes'] or 0)} retained)"
+        for s in (found or slots)[:LISTED]
+    )
+    return Observation(observed, expected, not found, f"{len(slots)} slot(s): {named}")
+
+
+# -- the server log ----------------------------------------------------------------------------
+
+
+class PgLogParams(NoParams):
+    patterns: list[str] = Field(
+        default_factory=lambda: ["ERROR:", "FATAL:", "PANIC:"],
+        min_length=1,
+        description="Extended regular expressions (grep -E) of the lines that count.",
+    )
+    max_lines: int = Field(default=0, ge=0, description="Matching lines that are not a finding.")
+    since: str | None = Field(
+        default=None,
+        description="From when: an ISO time with its zone, or a duration ago (3d); default: "
+        "the end of the previous inspection, else `lookback` ago.",
+    )
+    lookback: Duration = Field(
+        default=7 * 86400.0, description="How far back when nothing says since when."
+    )
+    log_file: str | None = Field(
+        default=None,
+        description="The server log on the node's host; default: pg_current_logfile() when the "
+        "logging collector runs, else postgres.log_file, else <data_dir>.log.",
+    )
+
+
+def server_log(probe: Probe, role: str, configured: str | None) -> str:
+    """Where the server writes its log on its host."""
+    _, _, pg = probe.postgres(role)
+    if configured:
+        return configured
+    try:
+        current = probe.sql(role).scalar("select pg_current_logfile()", timeout=10)
+    except DrillError:  # not allowed to ask (no superuser, no pg_monitor): the configured file
+        current = None
+    if current:
+        return str(current) if str(current).startswith("/") else f"{pg.data_dir}/{current}"
+    return pg.log_file or f"{pg.data_dir.rstrip('/')}.log"
+
+
+def log_errors(
+    probe: Probe, role: str, params: PgLogParams, previous: Since | None = None
+) -> Observation:
+    """Errors in the server log since the last inspection (ERROR, FATAL, PANIC lines), read on
+    the node's host as the database's OS user."""
+    since = resolve_since(params.since, previous, params.lookback)
+    path = server_log(probe, role, params.log_file)
+    # The log's timestamps are in log_timezone: the moment as the log shows it.
+    shown = probe.sql(role).scalar(
+        "select to_char(to_timestamp(%s) at time zone current_setting('log_timezone'),"
+        " 'YYYY-MM-DD HH24:MI:SS')",
+        (since.epoch,),
+        timeout=10,
+    )
+    scan = scan_logs(
+        probe,
+        role,
+        [path],
+        list(params.patterns),
+        since,
+        since_text=str(shown or ""),
+        user=probe.os_user(role),
+    )
+    return log_observation(scan, params.max_lines, "error")

@@ -136,10 +136,31 @@ def postmaster_state(probe: Probe, role: str) -> str:
     return InstanceProcesses(pg.data_dir, pid_file_pid, postmaster, ()).state
 
 
+DOWN = "not running, no process of its instance left"
+
+
+def members_left(state: str, pids: list[int]) -> str:
+    """What ``down`` observes when processes of a stopped postmaster's instance remain."""
+    shown = ", ".join(str(p) for p in pids[:10]) + (", ..." if len(pids) > 10 else "")
+    return f"{state}; {len(pids)} process(es) of its instance left (pids {shown})"
+
+
 def down(probe: Probe, role: str, params: NoParams) -> Observation:
-    """The server is not running on its host (pg_ctl status), not merely unreachable."""
+    """The server is not running on its host and no process of its instance is left, not
+    merely unreachable.
+
+    After a ``kill -9`` of the postmaster alone its backends live on for a moment and can still
+    commit on sessions already open, so the postmaster being gone (pg_ctl status) is not enough:
+    every process working in the data directory counts (the host's ``instance_processes``).
+    While the postmaster runs, one cheap look at it answers (``postmaster_state``)."""
     state = postmaster_state(probe, role)
-    return Observation(state, "not running", state != "running")
+    if state == "running":
+        return Observation(state, DOWN, False)
+    _, _, pg = probe.postgres(role)
+    left = probe.host(role).instance_processes(pg.data_dir, user=probe.os_user(role)).live_pids
+    if left:
+        return Observation(members_left(state, left), DOWN, False)
+    return Observation(state, DOWN, True)
 
 
 def rejects_writes(probe: Probe, role: str, params: NoParams) -> Observation:

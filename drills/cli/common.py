@@ -54,7 +54,12 @@ def configured_prefect_api_url() -> str | None:
 def prefect_server_problem(url: str, timeout: float = 3.0) -> str | None:
     """None when the Prefect API at ``url`` answers its health check; else what went wrong.
 
-    Any HTTP answer below 500 counts (Prefect Cloud wants a key even for /health)."""
+    Any HTTP answer below 500 counts (Prefect Cloud wants a key even for /health). An address
+    that cannot be connected to is known before httpx is even imported, and costs ``timeout``
+    once."""
+    refused = _refused_at_once(url, timeout)
+    if refused is not None:
+        return refused
     import httpx
 
     try:
@@ -64,6 +69,30 @@ def prefect_server_problem(url: str, timeout: float = 3.0) -> str | None:
     if response.status_code >= 500:
         return f"its health check answered HTTP {response.status_code}"
     return None
+
+
+def _refused_at_once(url: str, timeout: float) -> str | None:
+    """What went wrong when the URL's address cannot be connected to (no proxy in the way);
+    None when it can (its health check then says the rest)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(k.lower().endswith("_proxy") and v for k, v in os.environ.items()):
+        return None  # the proxy decides: ask through httpx
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except TimeoutError:
+        return f"ConnectTimeout: no answer within {timeout:g}s"
+    except OSError as exc:  # refused, unreachable, a name that does not resolve
+        return f"ConnectError: {exc}"
 
 
 HEALTH_TIMEOUT_ENV = "DRCTL_PREFECT_HEALTH_TIMEOUT"
@@ -119,6 +148,14 @@ def run_request(request: Any, *, verbose: bool = False, quiet: bool = False) -> 
     if direct is not None:
         # A failover must not wait for a Prefect server, nor for a temporary one to start.
         from flows.direct import run_direct
+
+        if verbose:  # the steps' log lines (commands, checks, output), as a flow run logs them
+            import logging
+
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s"))
+            logging.getLogger("drctl").addHandler(handler)
+            logging.getLogger("drctl").setLevel(logging.INFO)
 
         run_id = run_direct(
             request,

@@ -198,6 +198,11 @@ def _print_plans(plans: list[DeploymentPlan], now: datetime) -> None:
             f"[bold]{escape(d.name)}[/]{mark}: {escape(d.playbook)} on {escape(d.environment)} "
             f"({d.mode}) — {escape(d.title.zh)}"
         )
+        console.print(
+            f"  deployments: drill/{escape(plan.name)} (prefect.yaml, work pool "
+            f"{escape(d.work_pool)}) or drill/{escape(plan.served_name)} (drctl serve)",
+            style="dim",
+        )
         for schedule in plan.schedules:
             runs = ", ".join(f"{r:%Y-%m-%d %H:%M}" for r in schedule.next_runs(now, 2))
             console.print(f"  {escape(schedule.describe())}; next: {runs or 'none ahead'}")
@@ -355,8 +360,7 @@ def serve_command(
         raise RefusedError("every definition is deployed to a work pool: nothing to serve")
     names = ", ".join(f"drill/{plan.served_name}" for plan in plans)
     console.print(
-        f"serving {escape(names)} on {escape(url)}; Ctrl-C stops serving, the schedules stay "
-        "active"
+        f"serving {escape(names)} on {escape(url)}; Ctrl-C stops serving, the schedules stay active"
     )
     serve(plans)
 

@@ -1,6 +1,10 @@
 """The background measurements of a run: the engine's canary writer and write probe, and the
 service probe through the application. Each is optional; the playbook's ``measurements`` say
-which run. What their logs mean is decided in ``drills.engine.measures``."""
+which run. What their logs mean is decided in ``drills.engine.measures``.
+
+A real failover may start with no node that takes writes (its primary already down): the
+engine's tables are then made as soon as one does (``DeferredPrepare``) and the run does not wait
+for a first write before its steps."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from drills.engine.measures import (
 from drills.engine.targets import HttpSession, Targets
 from drills.model.clock import Clock
 from drills.model.environment import Environment
-from drills.model.errors import DrillError, InputError
+from drills.model.errors import ConnectionFailed, DrillError, InputError
 from drills.model.playbook import Measurements as Wanted
 from drills.model.record import Measurements
 
@@ -72,6 +76,34 @@ class ServiceProbe(threading.Thread):
         self.join(timeout=10)
 
 
+class DeferredPrepare(threading.Thread):
+    """No node accepted writes when the run started (a real failover from a primary already
+    down): the engine's tables are made as soon as one does, the promoted standby, so that the
+    writers, which retry every interval, can write there from then on."""
+
+    def __init__(
+        self, engine: Instrumentation, env: Environment, nodes: list[str], interval: float
+    ) -> None:
+        super().__init__(name="drctl-prepare-writers", daemon=True)
+        self.engine, self.env, self.nodes, self.interval = engine, env, nodes, interval
+        self.done = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.engine.prepare(self.env, self.nodes)
+            except DrillError:
+                self._stop_event.wait(self.interval)
+                continue
+            self.done = True
+            return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
 @dataclass
 class Instruments:
     canary_writer: BackgroundWriter | None = None
@@ -79,6 +111,7 @@ class Instruments:
     service_probe: ServiceProbe | None = None
     writer_nodes: tuple[str, ...] = ()
     engine: Instrumentation | None = None
+    preparing: DeferredPrepare | None = None
 
     def threads(self) -> list[BackgroundWriter]:
         found: list[BackgroundWriter | None] = [
@@ -89,9 +122,31 @@ class Instruments:
         return [t for t in found if t is not None]
 
     def stop(self) -> None:
+        if self.preparing is not None and self.preparing.is_alive():
+            self.preparing.stop()
         for thread in self.threads():
             if thread.is_alive():
                 thread.stop()
+
+
+def _engine_name(env: Environment, nodes: list[str]) -> str | None:
+    engines = {node_engine(env.nodes[n]) for n in nodes} - {None}
+    return engines.pop() if len(engines) == 1 else None
+
+
+def _none_writable(targets: Targets, nodes: list[str], catalogue: Catalogue) -> bool:
+    """Whether every writer node says it is not primary now (standby or down)."""
+    observer = catalogue.role_observers.get(_engine_name(targets.env, nodes) or "")
+    if observer is None:
+        return False
+    by_name = targets.view({name: name for name in nodes})
+    for name in nodes:
+        try:
+            if observer(by_name, name) == "primary":
+                return False
+        except DrillError:
+            continue
+    return True
 
 
 def _engine_of(env: Environment, nodes: list[str], catalogue: Catalogue) -> Instrumentation:
@@ -122,7 +177,15 @@ def start_instruments(
         nodes = [targets.roles[r] for r in wanted.writer_roles if r in targets.roles]
         nodes = [n for n in nodes if node_engine(env.nodes[n])]
         engine = _engine_of(env, nodes, catalogue)
-        engine.prepare(env, nodes)
+        try:
+            engine.prepare(env, nodes)
+        except ConnectionFailed:
+            if not _none_writable(targets, nodes, catalogue):
+                raise
+            # A real failover from a primary already down: nothing takes writes until the
+            # standby is promoted. The writers start now and write from then on.
+            found.preparing = DeferredPrepare(engine, env, nodes, wanted.canary_interval)
+            found.preparing.start()
         found.engine, found.writer_nodes = engine, tuple(nodes)
         if wanted.canary:
             found.canary_writer = engine.canary(env, nodes, run_id, clock, wanted.canary_interval)
@@ -139,7 +202,8 @@ def start_instruments(
         )
     for thread in found.threads():
         thread.start()
-    deadline = time.monotonic() + 5
+    # Each writes once before the steps (5 s at most); not when nothing can take a write yet.
+    deadline = time.monotonic() + (5 if found.preparing is None else 0)
     while time.monotonic() < deadline and any(not t.log.acks for t in found.threads()):
         time.sleep(0.01)
     return found

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from drills.engine.catalogue import node_engine
 from drills.engine.loader import LoadedPlaybook
 from drills.engine.roles import required_roles_problem
 from drills.model.durations import parse_duration
 from drills.model.environment import Environment
-from drills.model.errors import InputError, RefusedError
+from drills.model.errors import InputError, RefusedError, ValidationFailed
 from drills.model.playbook import Objective, OnFailure, Step
 from drills.model.record import ObjectiveResult
 from drills.model.request import RunRequest
@@ -24,6 +25,12 @@ def check_request(loaded: LoadedPlaybook, env: Environment, request: RunRequest)
     problem = required_roles_problem(env, loaded.playbook.roles)
     if problem:
         raise InputError(problem)
+    problem = service_http_problem(loaded, env)
+    if problem:
+        raise InputError(problem)
+    problem = engine_problem(loaded, env)
+    if problem:
+        raise ValidationFailed([loaded.doc.problem(("engines",), problem)])
     offered = {s.override for s in loaded.playbook.steps if s.override}
     unknown = [o for o in request.overrides if o not in offered]
     if unknown:
@@ -37,6 +44,43 @@ def check_request(loaded: LoadedPlaybook, env: Environment, request: RunRequest)
             f"environment {env.name!r} is protected: drills may not touch it "
             "(a real run with an approval is the only way)"
         )
+
+
+def service_http_problem(loaded: LoadedPlaybook, env: Environment) -> str | None:
+    """Why the service probe could not reach the application, or None: every node of the
+    playbook's ``measurements.service_role`` needs an ``http`` section when the probe runs."""
+    m = loaded.playbook.measurements
+    if not m.service_probe:
+        return None
+    bare = [name for name in env.nodes_with_role(m.service_role) if env.nodes[name].http is None]
+    if not bare:
+        return None
+    return (
+        f"playbook {loaded.playbook.name} probes the service through role {m.service_role} "
+        f"(measurements.service_role), but node {', '.join(bare)} of environment {env.name!r} "
+        "has no http section (base_url: where the application answers)"
+    )
+
+
+def engine_problem(loaded: LoadedPlaybook, env: Environment) -> str | None:
+    """Why the playbook cannot run on this environment's databases, or None: the database nodes
+    of the roles it needs must be of an engine in its ``engines`` (empty: any)."""
+    supported = loaded.playbook.engines
+    if not supported:
+        return None
+    roles = set(loaded.playbook.roles)
+    others = {
+        name: engine
+        for name, node in env.nodes.items()
+        if node.role in roles and (engine := node_engine(node)) and engine not in supported
+    }
+    if not others:
+        return None
+    nodes = ", ".join(f"{name} ({engine})" for name, engine in others.items())
+    return (
+        f"playbook {loaded.playbook.name} supports engine {', '.join(supported)} (`engines`), "
+        f"but environment {env.name!r} has database node {nodes}"
+    )
 
 
 def objectives_with_targets(

@@ -4,17 +4,26 @@ The order of a run:
 
 1. refuse what must not run (protected environment, unknown override, busy environment);
 2. journal ``run_started``, then snapshot who is primary now (``roles``);
-3. preconditions gate the run: if one does not hold, nothing is changed and the run is aborted;
+3. preconditions gate the run: if one does not hold, nothing is changed and the run is aborted
+   (a precondition's ``modes`` say in which run modes it is asked, as a step's do);
 4. start the canary writer and the write probe, if the playbook measures them;
 5. each step: the action (with retries), then its checks polled until they hold or the deadline
    passes; a failure applies the step's policy (abort, continue, rollback);
 6. rollback steps, in reverse order, when a step's policy asks for it; a rolled-back run fails;
-7. stop the writers and measure; evaluate the objectives; journal ``run_ended``; write the record.
+7. stop the writers and measure; merge what steps measured (below); evaluate the objectives;
+   journal ``run_ended``; write the record.
+
+A step's action may measure something the background writers cannot: it returns it in its data
+under the key ``measurements`` (a dict of ``Measurements`` fields, e.g. ``lost_transactions``
+counted from the old primary's WAL), and the runner merges it over the writers' measurements
+before the objectives are evaluated (``drills.model.record.merge_measurements``).
 
 Each decision is one sentence, logged once and kept in the record's ``reason``.
 
 ``invoke`` wraps each step: the Prefect flow passes one that makes each step a task run named after
-the step; tests and the benchmark's baseline call steps directly.
+the step; tests and the benchmark's baseline call steps directly. ``gate`` wraps the asking of the
+preconditions in the same way (named ``preconditions``, and ``preconditions_after_approval`` when
+they are asked again after an approval).
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ from drills.model.record import (
     StepRecord,
     build_record,
     evaluate_objectives,
+    merge_measurements,
 )
 from drills.model.redact import redact_data, redact_model, register_environment
 from drills.model.request import RunRequest
@@ -81,9 +91,14 @@ PRECONDITION_WITHIN = 3.0
 StepFn = Callable[[], StepRecord]
 Approver = Callable[["RunRequest", str], Approval | None]
 Invoker = Callable[[str, StepFn], StepRecord]
+Gate = Callable[[str, Callable[[], list[CheckResult]]], list[CheckResult]]
 
 
 def direct(step_id: str, fn: StepFn) -> StepRecord:
+    return fn()
+
+
+def direct_gate(name: str, fn: Callable[[], list[CheckResult]]) -> list[CheckResult]:
     return fn()
 
 
@@ -115,6 +130,7 @@ class Runner:
         request: RunRequest,
         *,
         invoke: Invoker = direct,
+        gate: Gate = direct_gate,
         progress: Progress | list[Progress] | None = None,
         orchestrator: dict[str, Any] | None = None,
         store: RecordStore | None = None,
@@ -138,6 +154,7 @@ class Runner:
         check_request(self.loaded, self.env, request)
         self.objectives = objectives_with_targets(self.playbook.objectives, request.objectives)
         self.invoke = invoke
+        self.gate = gate
         self.interrupts = interrupts
         self.approver = approver
         self.human = human  # asks a person (drills.engine.human); None: drctl ack's file only
@@ -183,6 +200,7 @@ class Runner:
         try:
             self._start()
             self.targets = Targets(self.env, {}, self.connector)
+            self.targets.run_id = self.run_id
             try:
                 role_map = discover_roles(self.targets, self.playbook.roles, self.catalogue)
             except DrillError as exc:
@@ -193,14 +211,14 @@ class Runner:
             self.progress.roles(role_map)
             self.targets.roles = role_map.roles
             self._reach_hosts()
-            gate = self._preconditions()
+            gate = self._preconditions("preconditions")
             if gate is not None:
                 return self._end("aborted", gate)
             if self.env.protected and self.request.mode == "real":
                 gate = self._approval()
                 if gate is None:
                     # The world may have moved while the run waited: ask again.
-                    gate = self._preconditions()
+                    gate = self._preconditions("preconditions_after_approval")
                 if gate is not None:
                     return self._end("aborted", gate)
             try:
@@ -217,8 +235,11 @@ class Runner:
                     self._decide(f"the measurements could not start: {exc}; nothing was changed"),
                 )
             status, reason, rolled_back = self._steps()
-            measurements = stop_instruments(
-                writers, self.playbook.measurements, self.env, self.run_id, self.clock
+            measurements = merge_measurements(
+                stop_instruments(
+                    writers, self.playbook.measurements, self.env, self.run_id, self.clock
+                ),
+                self._step_measurements(),
             )
             self._event("measurements", measurements=measurements.model_dump())
             objectives = evaluate_objectives(self.objectives, self.milestones, measurements)
@@ -287,19 +308,8 @@ class Runner:
             except DrillError as exc:
                 log.info("host of %s not reached before the steps: %s", name, exc)
 
-    def _preconditions(self) -> str | None:
-        assert self.targets is not None
-        deadline = time.monotonic() + PRECONDITION_WITHIN
-        while True:
-            results = [
-                run_check(
-                    c.check, c.target or "", c.with_, self.targets, self.clock, self.catalogue
-                )
-                for c in self.playbook.preconditions
-            ]
-            if all(r.held for r in results) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+    def _preconditions(self, name: str) -> str | None:
+        results = self.gate(name, self._ask_preconditions)
         self._event("preconditions", checks=[r.model_dump() for r in results])
         self.progress.preconditions(results)
         failed = [r for r in results if not r.held]
@@ -311,6 +321,22 @@ class Runner:
                 f"{'; ' + first.detail if first.detail else ''}); nothing was changed"
             )
         return None
+
+    def _ask_preconditions(self) -> list[CheckResult]:
+        """The preconditions' checks, asked again for up to PRECONDITION_WITHIN until all hold."""
+        assert self.targets is not None
+        deadline = time.monotonic() + PRECONDITION_WITHIN
+        while True:
+            results = [
+                run_check(
+                    c.check, c.target or "", c.with_, self.targets, self.clock, self.catalogue
+                )
+                for c in self.playbook.preconditions
+                if Mode(self.request.mode) in c.modes
+            ]
+            if all(r.held for r in results) or time.monotonic() > deadline:
+                return results
+            time.sleep(0.1)
 
     def _approval(self) -> str | None:
         """Get and judge the approval; a sentence saying why not, or None to go on."""
@@ -500,6 +526,16 @@ class Runner:
         )
 
     # -- the end -----------------------------------------------------------------------------
+
+    def _step_measurements(self) -> list[dict[str, Any]]:
+        """What the run's steps measured (their data's ``measurements``), in step order."""
+        found = []
+        for event in read_journal(self.store.journal_path(self.run_id)):
+            step = event.get("step") if event.get("event") == "step" else None
+            measured = step.get("data", {}).get("measurements") if isinstance(step, dict) else None
+            if isinstance(measured, dict):
+                found.append(measured)
+        return found
 
     def _end(self, status: str, reason: str, *, rolled_back: bool = False) -> Record:
         self._event("run_ended", status=status, reason=reason, rolled_back=rolled_back)

@@ -55,7 +55,8 @@ class Connector(Protocol):
 
 
 class LiveConnector:
-    """The real executors: local process or SSH, psycopg, httpx."""
+    """The real executors: local process or SSH, psycopg or oracledb (by the node's engine),
+    httpx."""
 
     def host(self, name: str, node: Node) -> HostExecutor:
         if node.executor == "ssh":
@@ -68,6 +69,10 @@ class LiveConnector:
         return LocalExecutor(host=name)
 
     def sql(self, name: str, node: Node) -> SqlSession:
+        if node.oracle is not None:
+            from drills.executors.oracle import OracleSession
+
+            return OracleSession.for_node(name, node)
         from drills.executors.postgres import SqlExecutor
 
         return SqlExecutor.for_node(name, node, keep_open=True)
@@ -88,6 +93,8 @@ class Targets:
         self.env = env
         self.roles = roles
         self.connector: Connector = connector or LiveConnector()
+        # The run these executors serve (the runner sets it): actions name evidence by it.
+        self.run_id: str | None = None
         self._hosts: dict[str, HostExecutor] = {}
         self._sql: dict[str, SqlSession] = {}
         self._http: dict[str, HttpSession] = {}
@@ -95,6 +102,7 @@ class Targets:
     def view(self, roles: dict[str, str]) -> Targets:
         """The same executors addressed by other roles (e.g. every node by its own name)."""
         other = Targets(self.env, roles, self.connector)
+        other.run_id = self.run_id
         other._hosts, other._sql, other._http = self._hosts, self._sql, self._http
         return other
 
@@ -123,8 +131,10 @@ class Targets:
     def sql_of(self, name: str) -> SqlSession:
         if name not in self._sql:
             node = self.env.nodes[name]
-            if node.postgres is None:
-                raise InputError(f"node {name} has no database section", host=name)
+            if node.postgres is None and node.oracle is None:
+                raise InputError(
+                    f"node {name} has no database section (postgres: or oracle:)", host=name
+                )
             self._sql[name] = self.connector.sql(name, node)
         return self._sql[name]
 

@@ -10,9 +10,26 @@ from pydantic import BaseModel, ValidationError
 from drills.engine.catalogue import Catalogue, default_catalogue
 from drills.engine.documents import Loc, YamlDocument
 from drills.model.errors import Problem
-from drills.model.playbook import Check, Playbook, Step
+from drills.model.playbook import Check, Kind, OnFailure, Playbook, Step
 
 RUN_MILESTONES = {"run_started"}
+
+# Actions that back up what a change touches, or prove that the backup restores (its restore
+# test, reused from the backup playbooks): in a change (`kind: change`) one of them comes before
+# the first step that applies the change.
+BACKUP_ACTIONS = frozenset(
+    {
+        "files.backup",
+        "pg.basebackup",
+        "pg.verifybackup",
+        "pg.restore_scratch",
+        "pg.dump",
+        "pg.verifydump",
+        "pg.restore_dump_scratch",
+        "pg.reconcile_scratch",
+        "pg.drop_scratch",
+    }
+)
 
 
 def _params_problems(
@@ -120,6 +137,8 @@ def playbook_problems(
                 )
     for index, check in enumerate(playbook.preconditions):
         problems += _check_problems(doc, ("preconditions", index), check, playbook, None, catalogue)
+    if playbook.kind == Kind.change:
+        problems += change_problems(playbook, doc, catalogue)
     marked = {s.milestone for s in playbook.steps if s.milestone} | RUN_MILESTONES
     for name, objective in playbook.objectives.items():
         for end in (objective.from_, objective.to):
@@ -161,5 +180,104 @@ def playbook_problems(
         if role not in playbook.roles:
             problems.append(
                 doc.problem(("measurements", "writer_roles"), _role_message(role, playbook))
+            )
+    return problems
+
+
+# -- a change: backup, apply, verify, roll back ------------------------------------------------
+
+
+def change_stage(action: str, catalogue: Catalogue) -> str:
+    """What a step of a change does, by its action: ``backup`` (it backs up, or tests the
+    backup), ``apply`` (it changes something), or ``check`` (it observes: verification)."""
+    if action in BACKUP_ACTIONS:
+        return "backup"
+    spec = catalogue.actions.get(action)
+    return "apply" if spec is not None and spec.changes else "check"
+
+
+def change_problems(playbook: Playbook, doc: YamlDocument, catalogue: Catalogue) -> list[Problem]:
+    """A change backs up what it touches before it applies anything, verifies every step that
+    applies it, and can undo each of them, verifiably; every rollback step undoes a step."""
+    problems: list[Problem] = []
+    stages = [change_stage(step.action, catalogue) for step in playbook.steps]
+    applying = [i for i, stage in enumerate(stages) if stage == "apply"]
+    if not applying:
+        problems.append(
+            doc.problem(
+                ("steps",),
+                "a change applies something: no step's action changes anything "
+                "(sql, shell, release.switch, ...)",
+            )
+        )
+    first = applying[0] if applying else len(stages)
+    backups = [i for i in range(first) if stages[i] == "backup"]
+    if applying and not backups:
+        step = playbook.steps[first]
+        problems.append(
+            doc.problem(
+                ("steps", first, "action"),
+                f"step {step.id} applies the change (action {step.action}) but nothing backs up "
+                "what it touches before it: add a backup step first (files.backup, pg.dump, "
+                "pg.basebackup, ...)",
+            )
+        )
+    undone_by: dict[str, list[Step]] = {}
+    for index, step in enumerate(playbook.rollback):
+        if step.undoes is None:
+            problems.append(
+                doc.problem(
+                    ("rollback", index),
+                    f"rollback step {step.id} undoes no step: in a change every rollback step "
+                    "names the step it undoes (`undoes:`), so that it runs only once that step "
+                    "has started",
+                )
+            )
+        else:
+            undone_by.setdefault(step.undoes, []).append(step)
+    for index, step in enumerate(playbook.steps):
+        loc: Loc = ("steps", index)
+        if stages[index] == "backup" and step.on_failure == OnFailure.continue_:
+            problems.append(
+                doc.problem(
+                    (*loc, "on_failure"),
+                    f"step {step.id} backs up what the change touches: on_failure continue would "
+                    "apply the change without its backup (use rollback or abort)",
+                )
+            )
+        if index >= first and step.on_failure != OnFailure.rollback:
+            problems.append(
+                doc.problem(
+                    (*loc, "on_failure"),
+                    f"step {step.id} runs once the change is being applied: its on_failure must "
+                    "be rollback (a failed change is rolled back automatically)",
+                )
+            )
+        if stages[index] != "apply":
+            continue
+        if not step.verify:
+            problems.append(
+                doc.problem(
+                    loc,
+                    f"step {step.id} applies the change (action {step.action}) without "
+                    "verification: give it `verify:` checks that show the change took effect",
+                )
+            )
+        undo = undone_by.get(step.id, [])
+        if not undo:
+            problems.append(
+                doc.problem(
+                    loc,
+                    f"step {step.id} applies the change but no rollback step undoes it "
+                    f"(`undoes: {step.id}`): a failed change could not be rolled back",
+                )
+            )
+        elif not any(s.verify for s in undo):
+            problems.append(
+                doc.problem(
+                    loc,
+                    f"no rollback step that undoes {step.id} verifies the rollback: give one of "
+                    f"them ({', '.join(s.id for s in undo)}) `verify:` checks",
+                )
             )
     return problems

@@ -11,16 +11,23 @@ models cannot see alone (action and check names and their parameters, step refer
 from __future__ import annotations
 
 import hashlib
+import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drills.model.durations import PATTERN as DURATION_PATTERN
 from drills.model.durations import Duration
 
 ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+ROLE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # as an environment's node names
+Role = Annotated[str, Field(pattern=ROLE_PATTERN)]
+ENGINE_PATTERN = r"^[a-z][a-z0-9_]*$"  # an engine's name, as engines register it
+# Steps in `steps`, and in `rollback`: the largest shipped playbook has 13. A longer list is
+# refused before any of its steps is validated (the YAML limits bound the reading before that).
+MAX_STEPS = 500
 
 
 class Strict(BaseModel):
@@ -35,6 +42,7 @@ class Kind(StrEnum):
     migration = "migration"
     emergency = "emergency"
     inspection = "inspection"
+    change = "change"  # an update with its update log (更新日志): backup, apply, verify, rollback
 
 
 class Mode(StrEnum):
@@ -61,6 +69,16 @@ class Check(Strict):
         default=None, description="Role asked; defaults to the step's target."
     )
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class Precondition(Check):
+    """A check that gates the run; ``modes`` says in which run modes it is asked (a real
+    failover starts from a primary that is already down, which a drill must first see up)."""
+
+    modes: list[Mode] = Field(
+        default_factory=lambda: [Mode.drill, Mode.real],
+        description="Modes in which the precondition is asked; in other modes it is not.",
+    )
 
 
 class Step(Strict):
@@ -152,12 +170,32 @@ class Playbook(Strict):
     kind: Kind
     title: Title
     description: str = ""
-    roles: list[str] = Field(min_length=1, description="Roles needed from the environment.")
+    roles: list[Role] = Field(min_length=1, description="Roles needed from the environment.")
+    engines: list[str] = Field(
+        default_factory=list,
+        description="Database engines the playbook supports (postgres, oracle); empty: any. "
+        "A run on an environment whose database nodes are another engine is refused.",
+    )
     objectives: dict[str, Objective] = Field(default_factory=dict)
     measurements: Measurements = Field(default_factory=Measurements)
-    preconditions: list[Check] = Field(default_factory=list)
-    steps: list[Step] = Field(min_length=1)
-    rollback: list[Step] = Field(default_factory=list)
+    preconditions: list[Precondition] = Field(default_factory=list)
+    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    rollback: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
+
+    @field_validator("engines")
+    @classmethod
+    def _engine_names(cls, engines: list[str]) -> list[str]:
+        for engine in engines:
+            if not re.fullmatch(ENGINE_PATTERN, engine):
+                raise ValueError(f"engine {engine!r} must match {ENGINE_PATTERN} (e.g. oracle)")
+        return engines
+
+    @field_validator("steps", "rollback", mode="before")
+    @classmethod
+    def _not_too_many(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_STEPS:
+            raise ValueError(f"{len(value):,} steps; the limit is {MAX_STEPS} per list")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -7,6 +7,7 @@ a finished run and a run killed half-way are described by the same code; the sec
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,14 +97,140 @@ class CanaryResult(Model):
     note: str = ""
 
 
+LossAccounting = Literal["exact", "lower_bound"]
+MAX_LISTED_TRANSACTIONS = 5000  # lost transactions listed one by one; the count is never cut
+
+
+class LostTransaction(Model):
+    """One transaction the old primary committed that the new primary never had."""
+
+    xid: int
+    committed_at: str | None = Field(default=None, description="UTC, from its COMMIT record.")
+    lsn: str = Field(description="Where its COMMIT record is in the old primary's WAL.")
+    tables: list[str] = Field(
+        default_factory=list,
+        description="Tables its WAL records past the switch point touched (indexes and TOAST "
+        "are named by their table), resolved through the new primary's catalogue.",
+    )
+
+
+class WalSegmentCopy(Model):
+    """A WAL segment of the old primary kept as evidence, copied before it was rewound."""
+
+    name: str
+    path: str = Field(description="Where the copy is, on drctl's machine.")
+    size: int
+    sha256: str
+
+
+class LostTransactions(Model):
+    """What a failover lost, and how it was counted.
+
+    ``exact``: every COMMIT in the old primary's WAL past the switch point (where the new
+    primary's timeline forked), read with pg_waldump before the old primary was rewound; the
+    RPO is the time from the last commit that survived to the last commit of the old primary,
+    both read from that WAL. ``lower_bound``: that WAL could not be read (``note`` says why),
+    and the figures are the canary's, which only samples the writes: at least that many.
+    """
+
+    loss_accounting: LossAccounting
+    count: int | None = Field(
+        description="exact: the transactions lost; lower_bound: at least this many (canary)."
+    )
+    transactions: list[LostTransaction] = Field(
+        default_factory=list,
+        description=f"Each lost transaction (the first {MAX_LISTED_TRANSACTIONS}).",
+    )
+    tables: dict[str, int] = Field(
+        default_factory=dict, description="Lost transactions per table they touched."
+    )
+    node: str | None = Field(default=None, description="The old primary.")
+    timeline: int | None = Field(default=None, description="The old primary's timeline.")
+    new_timeline: int | None = None
+    switch_lsn: str | None = Field(
+        default=None, description="Where the new primary's timeline forked from the old one."
+    )
+    end_lsn: str | None = Field(default=None, description="The end of the old primary's WAL.")
+    last_surviving_commit_at: str | None = None
+    last_lost_commit_at: str | None = None
+    rpo_seconds: float | None = None
+    wal_segments: list[WalSegmentCopy] = Field(default_factory=list)
+    note: str = ""
+
+
 class Measurements(Model):
     write_outage_seconds: float | None = None
     service_outage_seconds: float | None = None
-    lost_writes: int | None = None
+    lost_writes: int | None = Field(
+        default=None,
+        description="Writes lost: the exact count of lost transactions when the old primary's "
+        "WAL was read (lost_transactions), else the canary's (a lower bound).",
+    )
     rpo_seconds: float | None = None
     write_probe: WriteOutage | None = None
     service_probe: WriteOutage | None = None
-    canary: CanaryResult | None = None
+    canary: CanaryResult | None = Field(
+        default=None, description="The canary writer's own figures: a sample of the writes."
+    )
+    lost_transactions: LostTransactions | None = None
+
+
+def _joined(*sentences: str) -> str:
+    return "; ".join(s for s in sentences if s)
+
+
+def merge_measurements(base: Measurements, updates: Iterable[dict[str, Any]]) -> Measurements:
+    """The run's measurements: what its instruments took (``base``), with what its steps
+    measured merged over them (each a step's data key ``measurements``, holding Measurements
+    fields; later steps win, unknown keys are ignored), then the loss figures reconciled.
+
+    When a step counted the lost transactions from the old primary's WAL (``exact``), that
+    count and its RPO are the run's ``lost_writes`` and ``rpo_seconds``; the canary keeps its
+    own figures as a sample. A canary that lost more acknowledged writes than the WAL showed
+    contradicts the count, which is then not trusted. When the WAL could not be read
+    (``lower_bound``), the canary's figures are given, labelled as a lower bound.
+    """
+    data = base.model_dump()
+    for update in updates:
+        data.update({k: v for k, v in update.items() if k in Measurements.model_fields})
+    merged = Measurements.model_validate(data)
+    lost = merged.lost_transactions
+    if lost is None:
+        return merged
+    canary = merged.canary
+    canary_lost = canary.lost if canary is not None and canary.rpo_seconds is not None else None
+    canary_rpo = canary.rpo_seconds if canary is not None else None
+    if lost.loss_accounting == "exact" and lost.count is not None:
+        if canary_lost is None or canary_lost <= lost.count:
+            return merged.model_copy(
+                update={"lost_writes": lost.count, "rpo_seconds": lost.rpo_seconds}
+            )
+        note = _joined(
+            lost.note,
+            f"the canary lost {canary_lost} acknowledged writes, more than the {lost.count} "
+            "transactions found in the WAL: that count is not trusted",
+        )
+    else:
+        note = lost.note
+    if canary_lost is None:
+        note = _joined(note, "no canary figure either: the loss is unknown")
+    else:
+        note = _joined(
+            note,
+            f"the canary's figures are a lower bound: at least {canary_lost} writes lost, "
+            f"RPO at least {canary_rpo:g}s",
+        )
+    bound = lost.model_copy(
+        update={
+            "loss_accounting": "lower_bound",
+            "count": canary_lost,
+            "rpo_seconds": canary_rpo,
+            "note": note,
+        }
+    )
+    return merged.model_copy(
+        update={"lost_transactions": bound, "lost_writes": canary_lost, "rpo_seconds": canary_rpo}
+    )
 
 
 class Record(Model):
@@ -149,7 +276,19 @@ def evaluate_objectives(
         note = ""
         if objective.measure is not None:
             basis = f"measured: {objective.measure}"
-            if objective.measure == "rpo":
+            lost = measurements.lost_transactions if objective.measure == "rpo" else None
+            if lost is not None:
+                measured = measurements.rpo_seconds
+                if lost.loss_accounting == "exact":
+                    basis += f" ({lost.count} transactions lost, read from the old primary's WAL)"
+                elif lost.count is not None:
+                    basis += f" (a lower bound: at least {lost.count} canary writes lost)"
+                if lost.loss_accounting != "exact":
+                    note = (
+                        "the old primary's WAL could not be read: only a lower bound was "
+                        "measured, so the objective cannot be shown met"
+                    )
+            elif objective.measure == "rpo":
                 measured = measurements.rpo_seconds
                 if measurements.lost_writes:
                     basis += f" ({measurements.lost_writes} acknowledged canary writes lost)"
@@ -157,7 +296,7 @@ def evaluate_objectives(
                 measured = measurements.service_outage_seconds
             else:
                 measured = measurements.write_outage_seconds
-            if measured is None:
+            if measured is None and not note:
                 note = f"{objective.measure} was not measured in this run"
         else:
             assert objective.from_ is not None and objective.to is not None
@@ -170,8 +309,12 @@ def evaluate_objectives(
             else:
                 measured = round(end.offset - start.offset, 3)
         met = measured is not None and measured <= objective.target
-        if objective.measure == "rpo" and objective.target == 0 and measurements.lost_writes:
-            met = False
+        if objective.measure == "rpo":
+            lost = measurements.lost_transactions
+            if objective.target == 0 and (measurements.lost_writes or (lost and lost.count)):
+                met = False  # rpo 0: any transaction lost misses it, whatever the seconds say
+            if lost is not None and lost.loss_accounting == "lower_bound":
+                met = False
         results.append(
             ObjectiveResult(
                 name=name,

@@ -54,16 +54,29 @@ def register(value: str | None) -> None:
 
 
 def register_environment(env: Environment) -> None:
-    """Register the passwords an environment names (read here only to be masked)."""
+    """Register the passwords an environment names (read here only to be masked): each
+    node's PostgreSQL or Oracle password, and an Oracle node's wallet and dgmgrl passwords."""
     for node in env.nodes.values():
-        access = node.postgres
-        if access is None:
-            continue
-        if access.password_env:
-            register(os.environ.get(access.password_env))
-        if access.password_file:
-            with contextlib.suppress(OSError):
-                register(Path(access.password_file).expanduser().read_text().strip())
+        variables: list[str | None] = []
+        files: list[str | None] = []
+        if node.postgres is not None:
+            variables.append(node.postgres.password_env)
+            files.append(node.postgres.password_file)
+        oracle = node.oracle
+        if oracle is not None:
+            variables += [
+                oracle.password_env,
+                oracle.wallet_password_env,
+                oracle.dgmgrl_password_env,
+            ]
+            files.append(oracle.password_file)
+        for variable in variables:
+            if variable:
+                register(os.environ.get(variable))
+        for file in files:
+            if file:
+                with contextlib.suppress(OSError):
+                    register(Path(file).expanduser().read_text().strip())
 
 
 def secret_values() -> list[str]:

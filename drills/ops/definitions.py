@@ -18,6 +18,11 @@ in ``$DRCTL_HOME/drills/``). Each one becomes a Prefect deployment of the ``dril
 A definition that does not parse is a located problem (file, line). One whose playbook is missing
 or whose objectives the playbook lacks parses, and carries its problems: listing shows it, serving
 skips it, and says why.
+
+A deployment's parameters are the definition's playbook, environment, mode and objective targets.
+Who runs it is not among them: a run started from the Prefect UI or API must name its operator
+and ticket. A scheduled run names the definition's ``operator`` and ``ticket`` (by default, the
+schedule itself), an event-started one the event's ``declared_by`` (``flows.deployments``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from drills.home import drctl_home
 from drills.model.durations import parse_duration
 from drills.model.errors import DrillError, InputError, Problem, ValidationFailed
 from drills.model.playbook import NAME_PATTERN, Strict, Title
+
+SERVED_SUFFIX = "-served"  # drctl serve's deployments are named NAME-served (flows.deployments)
 
 SHANGHAI = "Asia/Shanghai"
 DEFAULT_WORK_POOL = "drctl"
@@ -134,9 +141,15 @@ class DrillDefinition(Strict):
     playbook: str = Field(description="A shipped playbook's name, or a playbook file.")
     environment: str = Field(description="An environment name or file on the flow's host.")
     mode: Literal["drill", "real"] = "drill"
-    ticket: str | None = None
+    ticket: str | None = Field(
+        default=None,
+        description="The ticket of the scheduled runs (default: 'scheduled (NAME)'); a run from "
+        "the UI or API gives its own.",
+    )
     operator: str | None = Field(
-        default=None, description="Recorded as the operator (default: the flow's OS user)."
+        default=None,
+        description="Recorded as the operator of the scheduled runs: who answers for them "
+        "(default: 'schedule of drill definition NAME'); a run from the UI or API names its own.",
     )
     objectives: dict[str, str | float] = Field(
         default_factory=dict, description="Objective targets that replace the playbook's."
@@ -161,25 +174,48 @@ class DrillDefinition(Strict):
                 raise ValueError(f"objective {name}: {exc}") from None
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _not_served(cls, value: str) -> str:
+        if value.endswith(SERVED_SUFFIX):
+            raise ValueError(
+                f"a definition's name may not end in {SERVED_SUFFIX!r}: drctl serve names its "
+                f"deployments NAME{SERVED_SUFFIX}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _runs_somehow(self) -> DrillDefinition:
         if not self.schedules and not self.triggers:
             raise ValueError("a definition needs a schedule or a trigger")
         return self
 
-    def request(self) -> dict[str, Any]:
-        """The ``RunRequest`` that the deployment passes to the flow, as JSON."""
+    def parameters(self) -> dict[str, Any]:
+        """The deployment's parameters (the run form's defaults): what runs where, how."""
         fields: dict[str, Any] = {
             "playbook": self.playbook,
             "environment": self.environment,
             "mode": self.mode,
-            "ticket": self.ticket,
         }
-        if self.operator:
-            fields["operator"] = self.operator
         if self.objectives:
-            fields["objectives"] = dict(self.objectives)
+            fields["objectives"] = {k: _as_text(v) for k, v in self.objectives.items()}
         return fields
+
+    def scheduled_parameters(self) -> dict[str, Any]:
+        """What a scheduled run adds: on whose word it runs."""
+        return {
+            "operator": self.operator or f"schedule of drill definition {self.name}",
+            "ticket": self.ticket or f"scheduled ({self.name})",
+        }
+
+    def request(self) -> dict[str, Any]:
+        """The ``RunRequest`` of a scheduled run, as JSON."""
+        return {**self.parameters(), **self.scheduled_parameters()}
+
+
+def _as_text(target: str | float) -> str:
+    """An objective target as the run form's text (a bare number is seconds)."""
+    return target if isinstance(target, str) else f"{target:g}s"
 
 
 @dataclass(frozen=True)
@@ -189,6 +225,7 @@ class LoadedDefinition:
     doc: YamlDocument
     problems: list[Problem] = field(default_factory=list)  # it parsed, but cannot run
     notes: list[str] = field(default_factory=list)  # worth knowing, not blocking
+    activation: bool = False  # its playbook declares an incident (the activation flow's form)
 
     @property
     def usable(self) -> bool:
@@ -229,6 +266,7 @@ def load_definition(path: Path) -> LoadedDefinition:
     definition = parse_model(doc, DrillDefinition, "drill definition")
     problems: list[Problem] = []
     notes: list[str] = []
+    activation = False
     what = f"definition {definition.name}"
     try:
         from drills.engine.runner import RunRequest
@@ -246,6 +284,9 @@ def load_definition(path: Path) -> LoadedDefinition:
     except InputError as exc:
         problems.append(doc.problem(("playbook",), f"{what}: {exc}"))
     else:
+        from drills.engine.human import DECLARED
+
+        activation = any(s.action == DECLARED for s in loaded.playbook.steps)
         known = loaded.playbook.objectives
         for name in definition.objectives:
             if name not in known:
@@ -265,7 +306,7 @@ def load_definition(path: Path) -> LoadedDefinition:
             f"environment {definition.environment!r} is not on this host; "
             "it must be where the flow runs"
         )
-    return LoadedDefinition(definition, str(path), doc, problems, notes)
+    return LoadedDefinition(definition, str(path), doc, problems, notes, activation)
 
 
 def load_definitions(sources: list[Path]) -> tuple[list[LoadedDefinition], list[Problem]]:

@@ -136,8 +136,15 @@ def render_report(
     lang = lang or str(site.get("language") or "zh")
     t = _words(lang)
     source = sealed if isinstance(sealed, ReportInput) else report_input(sealed)
+    change = source.record.playbook.get("kind") == "change"
+    if change:  # 系统更新记录: the record's form in an update's words, with the update log
+        from drills.reports.change import change_view, change_words
+
+        t = {**t, **change_words(lang)}
     doc = build_view(source, lang, site, t)
     form = "record"
+    if change:
+        doc["change"] = change_view(source.record, doc, lang)
     if doc["kind"] == "inspection":
         from drills.reports.inspection import inspection_view, plain_words
 

@@ -233,7 +233,9 @@ def rejoin_describe(targets: Targets, role: str, params: RejoinParams) -> list[s
 
 def sql_run(targets: Targets, role: str, params: SqlParams, timeout: float) -> ActionResult:
     rows = targets.sql(role).query(params.statement, timeout=timeout)
-    return ActionResult("\n".join(" | ".join(str(v) for v in row) for row in rows[:20]))
+    # The statement is kept in the step's data: a change's update log says what it ran.
+    data = {"statement": " ".join(params.statement.split()), "rows": len(rows)}
+    return ActionResult("\n".join(" | ".join(str(v) for v in row) for row in rows[:20]), data)
 
 
 def sql_describe(targets: Targets, role: str, params: SqlParams) -> list[str]:
