@@ -211,9 +211,5 @@ def default_catalogue() -> Catalogue:
 
 
 def node_engine(node: Node) -> str | None:
-    """The database engine of a node, from the section it carries (postgres:, oracle:)."""
-    if node.postgres is not None:
-        return "postgres"
-    if node.oracle is not None:
-        return "oracle"
-    return getattr(node, "engine_name", None)
+    """The database engine of a node, from the section it carries (``Node.engine``)."""
+    return node.engine
