@@ -202,7 +202,19 @@ def test_an_override_that_disagrees_with_chinesecalendar_is_reported(
     ("text", "message"),
     [
         ("2027: [1, 2]", "expected YEAR: {source"),
-        ("2027:\n  breaks:\n    - {name: X, from: 2027-13-01, to: 2027-02-01}\n", "not a date"),
+        (
+            "2027:\n  breaks:\n    - {name: X, from: 2027-13-01, to: 2027-02-01}\n",
+            "holidays.yaml:3: invalid YAML: cannot read this value: month must be in 1..12",
+        ),
+        # Read within the limits of every hand-written file: an alias bomb is refused at once.
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n"
+                for i in range(8)
+            ),
+            "nodes",
+        ),
         ("2027:\n  breaks: []\n  holidays: []\n", "unknown key(s) holidays"),
         ("2027:\n  breaks:\n    - {name: X, from: 2026-12-31, to: 2027-01-01}\n", "is not in 2027"),
     ],

@@ -9,6 +9,8 @@ Database Free; they skip where no Docker engine answers.
 
 from __future__ import annotations
 
+import html
+import json
 import shutil
 import subprocess
 import time
@@ -31,7 +33,7 @@ from drills.engines.oracle.canary import OracleInstruments, writer_descriptor
 from drills.engines.oracle.checks import oracle_checks
 from drills.model.clock import Clock
 from drills.model.environment import Environment
-from drills.model.errors import ConnectionFailed, InputError
+from drills.model.errors import AuthenticationFailed, ConnectionFailed, InputError
 from drills.model.request import RunRequest
 from drills.records.store import RecordStore
 from tests.oracle_standin.connector import StandinConnector
@@ -125,6 +127,30 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         "RECOVERY NEEDED",
     ),
     (
+        "oracle.switchover_status",
+        S,
+        {},
+        use("his-dr", "v$database", "standby_recovery_needed_11g"),
+        "deviated",
+        "RECOVERY NEEDED",
+    ),
+    (
+        "oracle.switchover_status",
+        P,
+        {},
+        use("his-pri", "v$database", "primary_switchover_19c"),
+        "held",
+        "TO STANDBY",
+    ),
+    (
+        "oracle.switchover_status",
+        S,
+        {},
+        use("his-dr", "v$database", "standby_switchover_19c"),
+        "held",
+        "TO PRIMARY",
+    ),
+    (
         "oracle.protection",
         P,
         {"mode": "MAXIMUM AVAILABILITY"},
@@ -136,7 +162,7 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         "oracle.protection",
         P,
         {},
-        use("his-pri", "v$database", "resynchronizing"),
+        use("his-pri", "v$database", "resynchronization_11g"),
         "deviated",
         "level RESYNCHRONIZATION",
     ),
@@ -144,12 +170,20 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         "oracle.protection",
         P,
         {"mode": "MAXIMUM AVAILABILITY", "level_matches": False},
-        use("his-pri", "v$database", "unprotected"),
+        use("his-pri", "v$database", "primary_19c"),
         "deviated",
         "mode MAXIMUM PERFORMANCE",
     ),
     ("oracle.flashback_on", S, {}, None, "held", "YES"),
-    ("oracle.flashback_on", S, {}, use("his-dr", "v$database", "unprotected"), "deviated", "NO"),
+    (
+        "oracle.flashback_on",
+        S,
+        {},
+        use("his-dr", "v$database", "standby_adg_19c"),
+        "deviated",
+        "NO",
+    ),
+    ("oracle.flashback_on", P, {}, use("his-pri", "v$database", "primary_19c"), "deviated", "NO"),
     (
         "oracle.flashback_on",
         P,
@@ -159,7 +193,22 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         "RESTORE POINT ONLY",
     ),
     ("oracle.force_logging", P, {}, None, "held", "YES"),
-    ("oracle.force_logging", P, {}, use("his-pri", "v$database", "unprotected"), "deviated", "NO"),
+    (
+        "oracle.force_logging",
+        P,
+        {},
+        use("his-pri", "v$database", "force_logging_off_19c"),
+        "deviated",
+        "NO",
+    ),
+    (
+        "oracle.force_logging",
+        P,
+        {},
+        use("his-pri", "v$database", "primary_switchover_19c"),
+        "held",
+        "YES",
+    ),
     ("oracle.rejects_writes", S, {}, None, "held", "PHYSICAL STANDBY"),
     ("oracle.rejects_writes", P, {}, None, "deviated", "PRIMARY, READ WRITE"),
     ("oracle.rejects_writes", P, {}, lambda s: s.abort("his-pri"), "held", "ORA-12514"),
@@ -175,7 +224,7 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         "transport lag +00 00:00:45",
     ),
     ("oracle.transport_lag", P, {}, None, "deviated", "a primary?"),
-    ("oracle.apply_lag", S, {}, None, "held", "apply lag +00 00:00:01"),
+    ("oracle.apply_lag", S, {}, None, "held", "apply lag +00 00:00:00"),
     (
         "oracle.apply_lag",
         S,
@@ -196,9 +245,33 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         "oracle.apply_lag",
         S,
         {},
-        use("his-dr", "v$dataguard_stats", "not_computed"),
+        use("his-dr", "v$dataguard_stats", "apply_stopped_11g"),
         "deviated",
-        "not computed",
+        "apply lag +00 00:02:58",
+    ),
+    (
+        "oracle.apply_lag",
+        S,
+        {},
+        use("his-dr", "v$dataguard_stats", "wait_for_gap_11g"),
+        "deviated",
+        "apply lag +01 17:17:09",
+    ),
+    (
+        "oracle.transport_lag",
+        S,
+        {},
+        use("his-dr", "v$dataguard_stats", "wait_for_gap_11g"),
+        "deviated",
+        "transport lag not computed (NULL)",
+    ),
+    (
+        "oracle.transport_lag",
+        S,
+        {},
+        use("his-dr", "v$dataguard_stats", "in_sync_11g"),
+        "held",
+        "transport lag +00 00:00:00",
     ),
     (
         "oracle.apply_lag",
@@ -218,8 +291,15 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         "deviated",
         "thread 1 1186-1189",
     ),
-    ("oracle.archive_gap", S, {}, use("his-dr", "v$archive_gap", "gap"), "deviated", "1186-1189"),
-    ("oracle.apply_running", S, {}, None, "held", "MRP0 APPLYING_LOG"),
+    ("oracle.archive_gap", S, {}, use("his-dr", "v$archive_gap", "gap"), "deviated", "1 5199-5231"),
+    (
+        "oracle.apply_running",
+        S,
+        {},
+        None,
+        "held",
+        "MRP0 IDLE (thread 0, sequence 0) in v$dataguard_process",
+    ),
     (
         "oracle.apply_running",
         S,
@@ -242,7 +322,18 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         {},
         lambda s: s.set("his-dr", release="11.2"),
         "held",
-        "MRP0 APPLYING_LOG (thread 1, sequence 946) in v$managed_standby",
+        "MRP0 APPLYING_LOG (thread 1, sequence 18) in v$managed_standby",
+    ),
+    (
+        "oracle.apply_running",
+        S,
+        {},
+        both(
+            lambda s: s.set("his-dr", release="11.2"),
+            use("his-dr", "v$managed_standby", "wait_for_gap_11g"),
+        ),
+        "deviated",
+        "MRP0 WAIT_FOR_GAP (thread 1, sequence 2542) in v$managed_standby",
     ),
     # backups and corruption
     ("oracle.rman_backup", P, {}, None, "held", "DB INCR COMPLETED at 2024-06-14 01:42:19"),
@@ -286,6 +377,14 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         "held",
         "ARCHIVELOG COMPLETED",
     ),
+    (
+        "oracle.rman_backup",
+        P,
+        {},
+        use("his-pri", "v$rman_backup_job_details", "livelabs_21c"),
+        "held",
+        "DB FULL COMPLETED at 16-DEC-21",
+    ),
     ("oracle.block_corruption", P, {}, None, "held", "none"),
     (
         "oracle.block_corruption",
@@ -295,8 +394,16 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         "deviated",
         "9 corrupt block(s): file 7 block 1234 (CHECKSUM)",
     ),
+    (
+        "oracle.block_corruption",
+        P,
+        {},
+        use("his-pri", "v$database_block_corruption", "corrupt_11g"),
+        "deviated",
+        "1 corrupt block(s): file 41 block 131 (CORRUPT)",
+    ),
     # inspection: space and archiving
-    ("oracle.tablespace_usage", P, {}, None, "held", "fullest HIS_DATA 62.5%"),
+    ("oracle.tablespace_usage", P, {}, None, "held", "fullest SYSTEM 3.6%"),
     (
         "oracle.tablespace_usage",
         P,
@@ -315,7 +422,14 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
     ),
     ("oracle.tablespace_usage", S, {}, None, "deviated", "only mounted"),
     ("oracle.tablespace_usage", S, {"view_missing_holds": True}, None, "held", "ORA-01219"),
-    ("oracle.recovery_area", P, {}, None, "held", "+FRA: 90.0 GiB of 200.0 GiB (30% not"),
+    (
+        "oracle.recovery_area",
+        P,
+        {},
+        None,
+        "held",
+        "+FRA: 1.2 GiB of 2.0 GiB (61.3% not reclaimable)",
+    ),
     (
         "oracle.recovery_area",
         P,
@@ -374,15 +488,23 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         {},
         use("his-pri", "v$diag_alert_ext", "errors"),
         "deviated",
-        "3 error message(s): ORA-01555 x1, ORA-00060 x1, ORA-19504 x1, ORA-17502 x1",
+        "5 error message(s): ORA-19815 x1, ORA-00210 x1, ORA-00202 x1, ORA-17503 x1, ORA-15012 x1",
     ),
     (
         "oracle.alert_log_errors",
         P,
-        {"ignore": ["ORA-00060"], "max_errors": 2},
+        {"ignore": ["ORA-19815"], "max_errors": 4},
         use("his-pri", "v$diag_alert_ext", "errors"),
         "held",
-        "2 error message(s)",
+        "4 error message(s)",
+    ),
+    (
+        "oracle.alert_log_errors",
+        P,
+        {},
+        use("his-pri", "v$diag_alert_ext", "errors_illustrative"),
+        "deviated",
+        "3 error message(s): ORA-01555 x1, ORA-00060 x1, ORA-19504 x1, ORA-17502 x1",
     ),
     (
         "oracle.alert_log_errors",
@@ -420,14 +542,14 @@ CASES: list[tuple[str, str, dict[str, Any], Setup | None, str, str]] = [
         "1 failed: HIS.NIGHTLY_STATS ORA-20001",
     ),
     # inspection: the instance's activity
-    ("oracle.resource_limits", P, {}, None, "held", "processes 142/320, sessions 150/504"),
+    ("oracle.resource_limits", P, {}, None, "held", "processes 77/400, sessions 80/445"),
     (
         "oracle.resource_limits",
         P,
         {},
         use("his-pri", "v$resource_limit", "near_limit"),
         "deviated",
-        "processes 301/320",
+        "processes 247/250, sessions 250/280",
     ),
     (
         "oracle.resource_limits",
@@ -851,6 +973,196 @@ def test_a_canary_through_the_runner_measures_a_switchover(
     assert canary is not None and canary.lost == 0 and canary.checked_on == "his-dr"
     assert record.measurements.write_probe is not None
     assert record.measurements.write_probe.first_write_node == "his-dr"
+
+
+# -- the recorded view outputs themselves ------------------------------------------------------
+
+
+def test_every_recorded_view_output_names_its_source_and_reads_back() -> None:
+    """Each published output under tests/fixtures/oracle/views/ says where it is from, which
+    release, which query, and whether it was copied or adapted; and every scenario that names
+    one reads it back into the rows the stand-in answers with."""
+    from tests.oracle_standin import recorded
+    from tests.oracle_standin.database import FIXTURES
+
+    files = sorted(p.name for p in recorded.VIEWS.glob("*.txt"))
+    assert len(files) >= 20
+    used: set[str] = set()
+    for path in sorted(FIXTURES.glob("*.json")):
+        for name, spec in json.loads(path.read_text())["scenarios"].items():
+            if "recorded" not in spec:
+                continue
+            names = spec["recorded"] if isinstance(spec["recorded"], list) else [spec["recorded"]]
+            used.update(names)
+            columns, rows = recorded.scenario(spec)
+            assert all(len(row) == len(columns) for row in rows), (path.name, name)
+    assert used == set(files), set(files) ^ used  # no recorded output left unused
+    for name in files:
+        if not name.startswith("alert_log_"):
+            header = recorded.read(name).header
+            assert header["source"] and header["release"] and header["query"], name
+    # SQL*Plus's own layout: a heading cut to its column's width, a page's heading printed again
+    corruption = recorded.read("v_database_block_corruption_11g.txt")
+    assert corruption.headings[-1] == "CORRUPTIO" and corruption.rows == [
+        [41, 131, 1, 0, "CORRUPT"]
+    ]
+    assert len(recorded.read("v_dataguard_process_19c.txt").rows) == 22  # "22 rows selected."
+    stats = recorded.read("v_dataguard_stats_wait_for_gap_11g.txt").rows
+    assert stats[0][:2] == ["transport lag", None]  # an empty VALUE is NULL
+    limits = recorded.read("v_resource_limit_near_limit_10g.txt").rows
+    assert limits[3] == ["enqueue_resources", 21, 81, "1452", "UNLIMITED"]  # VARCHAR2 stays text
+    with pytest.raises(ValueError, match="named 'blocks'"):
+        recorded.rows_as("v_database_block_corruption_11g.txt", ["file#", "block#", "blocks",
+                         "corruption_change#", "blocks"])  # fmt: skip
+
+
+# -- the inspection report's words for the oracle.* checks -------------------------------------
+
+
+def test_the_inspection_report_words_every_oracle_check_in_both_languages(
+    tmp_path: Path, env: Environment, state: StandinState, catalogue: Catalogue
+) -> None:
+    from drills.reports import render_report
+    from drills.reports.inspection import words
+
+    names = [name for name, _, _ in oracle_checks()]
+    for lang in ("zh", "en"):
+        w = words(lang)
+        assert [n for n in names if n not in w["standards"] or n not in w["advice"]] == []
+    state.use("his-pri", "v$database", "primary_19c")  # a 19c primary, flashback off
+    state.use("his-pri", "dba_tablespace_usage_metrics", "full")
+    step = {
+        "action": "observe",
+        "target": "primary",
+        "within": "50ms",
+        "on_failure": "continue",
+    }
+    steps = [
+        step | {"id": "flashback", "verify": [{"check": "oracle.flashback_on"}]},
+        step | {"id": "space", "verify": [{"check": "oracle.tablespace_usage"}]},
+        step | {"id": "role", "verify": [{"check": "oracle.is_primary"}]},
+    ]
+    record, store = run(tmp_path, env, StandinConnector(state, env), catalogue, steps,
+                        kind="inspection")  # fmt: skip
+    assert record.status == "failed", record.reason
+    sealed = store.sealed(record.id)
+    zh = render_report(sealed, fmt="md", lang="zh").decode()
+    en = render_report(sealed, fmt="md", lang="en").decode()
+    assert "数据库服务器" in zh and "Database servers" in en
+    zh, en = (html.unescape(t.replace("\\_", "_")) for t in (zh, en))  # Markdown's escapes
+    assert "闪回数据库（FLASHBACK_ON）：NO" in zh and "闪回数据库已开启（YES）" in zh
+    assert "表空间使用率 ≤ 85%，临时表空间 ≤ 90%" in zh
+    assert "角色：PRIMARY，READ WRITE" in zh
+    assert "ALTER DATABASE FLASHBACK ON" in zh  # the finding's suggested handling
+    assert "FLASHBACK_ON: NO" in en and "tablespaces <= 85% used, temporary <= 90%" in en
+    assert "Add data files or enable autoextend" in en
+
+
+# -- the table comparison through a node's wallet -----------------------------------------------
+
+
+def wallet_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, password: bool
+) -> tuple[Environment, Path, str]:
+    """his-oracle with every node behind a TCPS listener: a wallet (an encrypted ewallet.pem)
+    and its password under a variable whose name says nothing of secrets; with or without the
+    user's password."""
+    wallet = tmp_path / "wallet"
+    wallet.mkdir()
+    (wallet / "ewallet.pem").write_text(
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nstand-in\n-----END ENCRYPTED PRIVATE KEY-----\n"
+    )
+    planted = "Planted-Wallet-Pw!4417"
+    monkeypatch.setenv("HIS_ORA_TLS", planted)
+    monkeypatch.setenv("HIS_ORACLE_PASSWORD", PASSWORD)
+    data = load_environment_file(HIS_ORACLE).model_dump()
+    for name in NODES:
+        section = data["nodes"][name]["oracle"]
+        section.update(wallet_dir=str(wallet), wallet_password_env="HIS_ORA_TLS")
+        if not password:
+            section.update(password_env=None, password_file=None)
+    return Environment.model_validate(data), wallet, planted
+
+
+RECONCILE = {
+    "id": "compare",
+    "action": "oracle.reconcile",
+    "target": "primary",
+    "with": {"source": "primary", "tables": ["HIS.PATIENT"]},
+}
+
+
+def test_the_table_comparison_logs_in_through_the_nodes_wallet(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    state: StandinState,
+    catalogue: Catalogue,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env, wallet, planted = wallet_env(tmp_path, monkeypatch, password=True)
+    connector = StandinConnector(state, env)
+    with caplog.at_level("DEBUG"):
+        record, store = run(tmp_path, env, connector, catalogue, [RECONCILE])
+    # What was passed to oracledb.connect for the comparison: the wallet and the password, as a
+    # plain user (no SYSDG), to the node's own connect string.
+    # (Role discovery connects to every node first, as SYSDG where the node says so.)
+    connects = connector.database.connects
+    compared = [a for a in connects if "mode" not in a and a["dsn"].endswith("/his_pri")]
+    assert len(compared) == 2, connects  # the source and the target
+    for arguments in connects:  # every session of the run goes through the wallet
+        assert arguments["wallet_location"] == arguments["config_dir"] == str(wallet)
+        assert arguments["wallet_password"] == planted
+        assert arguments["password"] == PASSWORD and arguments["user"] == "c##drctl"
+    # The login went through; the stand-in does not answer the comparison's own SQL, so the step
+    # fails at its first statement, not at the login.
+    step = record.steps[0]
+    assert step.status == "failed"
+    assert "ORA-01017" not in (step.error or "") and "DPY-6005" not in (step.error or "")
+    journal = store.journal_path(record.id).read_text()
+    stored = store.sealed(record.id).record.model_dump_json()
+    for text in (journal, stored, caplog.text):
+        assert planted not in text and PASSWORD not in text
+
+
+def test_without_the_wallet_the_tcps_listener_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: StandinState, catalogue: Catalogue
+) -> None:
+    """The wallet is what lets the session through the TCPS listener: with its ewallet.pem
+    gone, every node is unreachable and the run names why; nothing runs."""
+    env, wallet, _ = wallet_env(tmp_path, monkeypatch, password=True)
+    (wallet / "ewallet.pem").unlink()
+    connector = StandinConnector(state, env)
+    record, _ = run(tmp_path, env, connector, catalogue, [RECONCILE])
+    assert record.status == "aborted" and "roles could not be resolved" in (record.reason or "")
+    assert connector.database.statements == []
+    from drills.engines.oracle.compare import session_opener
+
+    targets = Targets(env, dict(ROLES), connector)
+    try:
+        with pytest.raises(ConnectionFailed, match="asked for a client certificate"):
+            session_opener(targets, "source", "his-pri", env.nodes["his-pri"])()
+    finally:
+        targets.close()
+
+
+def test_a_wallet_without_a_password_is_refused_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: StandinState, catalogue: Catalogue
+) -> None:
+    """Thin mode logs in with a password even through a wallet: the driver refuses (DPY-4001)
+    before any network, and the message says which setting is missing."""
+    from drills.engines.oracle.compare import session_opener
+
+    env, _, planted = wallet_env(tmp_path, monkeypatch, password=False)
+    targets = Targets(env, dict(ROLES), StandinConnector(state, env))
+    try:
+        opener = session_opener(targets, "source", "his-pri", env.nodes["his-pri"])
+        with pytest.raises(AuthenticationFailed) as refused:
+            opener()
+    finally:
+        targets.close()
+    message = refused.value.message
+    assert "DPY-4001" in message and "password_env or password_file" in message
+    assert planted not in message
 
 
 # -- Oracle Database Free (docker) -------------------------------------------------------------

@@ -21,8 +21,9 @@ def env_check(
     env: Annotated[str, typer.Option("--env", help="Environment name or file.")],
 ) -> None:
     """Reach every node (SSH host key, user, become; database version, role, replication,
-    privileges; the application's health URL) and say what holds. Changes nothing.
-    Exit 1 on any problem."""
+    privileges; the application's health URL) and say what holds. An Oracle node: its
+    ORACLE_HOME and tools as the Oracle OS user, the login in thin mode with the credential it
+    names, its role from V$DATABASE. Changes nothing. Exit 1 on any problem."""
     from drills.engine.envcheck import check_environment
     from drills.engine.loader import resolve_environment
 

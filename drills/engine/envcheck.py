@@ -10,6 +10,14 @@ Per node, one line per question, each with a verdict:
   canary schema);
 - the application: its health URL answers.
 
+An Oracle node (``engine: oracle``, an ``oracle:`` section) gets its own lines: the host as
+above, commands as ``oracle.os_user``; its ORACLE_HOME and the tools drctl runs from it
+(``bin/dgmgrl``, ``rman``, ``sqlplus``, ``expdp``, ``impdp``, executable as that user); the
+credential the section names (password_env / password_file / wallet_dir); the login through
+python-oracledb in thin mode, its errors translated by ``drills.executors.oracle`` (ORA-01017,
+ORA-12514, DPY-6005... with what to do); and the role, open mode and DB_UNIQUE_NAME read from
+``V$DATABASE``.
+
 Nothing is changed on any node: every command and query only reads.
 """
 
@@ -19,7 +27,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from drills.engine.targets import Connector, Targets
-from drills.model.environment import Environment, Node
+from drills.executors.host import HostExecutor
+from drills.model.environment import Environment, Node, OracleAccess
 from drills.model.errors import DrillError
 
 Verdict = Literal["ok", "problem", "note"]
@@ -57,6 +66,8 @@ def _host_findings(name: str, node: Node, targets: Targets) -> list[Finding]:
         reached += f"; host key {who.host_key_fingerprint} matched {who.known_hosts}"
     found.append(Finding(name, "host", "ok", reached))
     owner = node.postgres.os_user if node.postgres else None
+    if node.oracle is not None:
+        owner = node.oracle.os_user
     if owner and owner != who.user:
         try:
             result = host.run(["id", "-un"], user=owner, timeout=15)
@@ -97,10 +108,131 @@ def _host_findings(name: str, node: Node, targets: Targets) -> list[Finding]:
                     "; ".join(problems) or f"{pg.bin_dir} and {pg.data_dir} are there",
                 )
             )
+    if node.oracle is not None:
+        found.append(_oracle_home_finding(name, node.oracle, host, node.oracle.os_user))
+    return found
+
+
+# The tools drctl runs from $ORACLE_HOME/bin (drills.engines.oracle.tools).
+ORACLE_TOOLS = ("dgmgrl", "rman", "sqlplus", "expdp", "impdp")
+# $1 the home; then the tools. Prints "no home" or "missing <tool>" lines, then "checked".
+_ORACLE_HOME_SCRIPT = (
+    'home=$1; shift; if [ ! -d "$home" ]; then echo "no home"; else '
+    'for t in "$@"; do [ -x "$home/bin/$t" ] || echo "missing $t"; done; fi; echo checked'
+)
+
+
+def _oracle_home_finding(
+    name: str, access: OracleAccess, host: HostExecutor, owner: str
+) -> Finding:
+    item = "oracle home"
+    if not access.oracle_home:
+        return Finding(
+            name,
+            item,
+            "problem",
+            "no oracle.oracle_home: dgmgrl, rman, sqlplus and Data Pump run from "
+            "$ORACLE_HOME/bin on this host; set it",
+        )
+    home = access.oracle_home.rstrip("/") or "/"
+    where = f"on {host.address} as {owner}"
+    try:
+        result = host.run(
+            ["sh", "-c", _ORACLE_HOME_SCRIPT, "sh", home, *ORACLE_TOOLS],
+            user=owner,
+            timeout=15,
+            check=False,
+        )
+    except DrillError as exc:
+        return Finding(name, item, "problem", f"{home} {where}: {exc.message}")
+    lines = result.stdout.split("\n")
+    if "checked" not in (line.strip() for line in lines):
+        said = (result.stderr or result.stdout).strip() or f"exit code {result.returncode}"
+        return Finding(name, item, "problem", f"cannot look at {home} {where}: {said}")
+    if "no home" in lines:
+        return Finding(
+            name, item, "problem", f"ORACLE_HOME {home} does not exist {where} (oracle_home)"
+        )
+    missing = [line.split(" ", 1)[1] for line in lines if line.startswith("missing ")]
+    if missing:
+        paths = ", ".join(f"{home}/bin/{t}" for t in missing)
+        return Finding(name, item, "problem", f"not executable {where}: {paths}")
+    sid = f"; ORACLE_SID {access.oracle_sid}" if access.oracle_sid else "; no oracle_sid set"
+    tools = "/".join(ORACLE_TOOLS)
+    return Finding(
+        name,
+        item,
+        "ok" if access.oracle_sid else "problem",
+        f"{home}/bin has {tools}, executable {where}{sid}",
+    )
+
+
+def _oracle_credential(access: OracleAccess) -> str:
+    """Which credential the section names (never its value)."""
+    if access.password_env:
+        named = f"password from ${access.password_env}"
+    elif access.password_file:
+        named = f"password from {access.password_file}"
+    else:
+        named = "no password"
+    if access.wallet_dir:
+        named += f", wallet {access.wallet_dir}"
+        if access.wallet_password_env:
+            named += f" (its password from ${access.wallet_password_env})"
+    return named
+
+
+# Which role a V$DATABASE.DATABASE_ROLE plays in the environment's terms.
+_ORACLE_ROLES = {
+    "PRIMARY": "primary",
+    "PHYSICAL STANDBY": "standby",
+    "LOGICAL STANDBY": "standby",
+    "SNAPSHOT STANDBY": "standby",
+}
+
+
+def _oracle_findings(name: str, node: Node, targets: Targets) -> list[Finding]:
+    access = node.oracle
+    assert access is not None
+    dsn = access.dsn(node.host, node.port)
+    privilege = f" as {access.privilege.upper()}" if access.privilege else ""
+    login = f"{access.user}@{dsn}{privilege} ({_oracle_credential(access)})"
+    try:
+        rows = targets.sql_of(name).query(
+            "SELECT database_role, open_mode, db_unique_name FROM v$database", timeout=10
+        )
+    except DrillError as exc:
+        return [Finding(name, "database", "problem", f"{login}: {exc.message}")]
+    if not rows:
+        return [Finding(name, "database", "problem", f"{login}: V$DATABASE returned no row")]
+    database_role, open_mode, unique = (str(v) if v is not None else "?" for v in rows[0])
+    found = [Finding(name, "database", "ok", f"logged in: {login}")]
+    seen = _ORACLE_ROLES.get(database_role.upper(), database_role.lower())
+    configured = node.role in ("primary", "standby")
+    found.append(
+        Finding(
+            name,
+            "role",
+            "ok" if seen == node.role or not configured else "note",
+            f"{database_role}, {open_mode} (configured {node.role})",
+        )
+    )
+    if access.db_unique_name and unique.lower() != access.db_unique_name.lower():
+        found.append(
+            Finding(
+                name,
+                "db_unique_name",
+                "problem",
+                f"the database says {unique}, the section says {access.db_unique_name}: the "
+                "broker's commands name it by DB_UNIQUE_NAME",
+            )
+        )
     return found
 
 
 def _database_findings(name: str, node: Node, targets: Targets) -> list[Finding]:
+    if node.oracle is not None:
+        return _oracle_findings(name, node, targets)
     if node.postgres is None:
         return []
     found: list[Finding] = []
@@ -208,7 +340,7 @@ def check_environment(env: Environment, connector: Connector | None = None) -> l
     findings: list[Finding] = []
     try:
         for name, node in env.nodes.items():
-            if node.executor == "ssh" or node.postgres is not None:
+            if node.executor == "ssh" or node.postgres is not None or node.oracle is not None:
                 findings += _host_findings(name, node, targets)
             findings += _database_findings(name, node, targets)
             findings += _app_findings(name, node, targets)

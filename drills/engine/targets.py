@@ -142,8 +142,11 @@ class Targets:
         return self.sql_of(self.node(role)[0])
 
     def os_user(self, role: str) -> str | None:
-        """The OS user that owns the role's database files (commands on them run as it)."""
+        """The OS user that owns the role's database files (commands on them run as it): the
+        ``postgres.os_user``, or an Oracle node's ``oracle.os_user`` (the Oracle home's owner)."""
         _, node = self.node(role)
+        if node.oracle is not None:
+            return node.oracle.os_user
         return node.postgres.os_user if node.postgres else None
 
     def run(self, role: str, argv: list[str], *, timeout: float = 30.0) -> CommandResult:

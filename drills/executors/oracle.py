@@ -43,12 +43,14 @@ if TYPE_CHECKING:
     from drills.model.environment import Node, OracleAccess
 
 Row = tuple[Any, ...]
+Connect = Callable[..., Any]  # oracledb.connect, or a stand-in's
 CONNECT_TIMEOUT = 10.0  # seconds to open the TCP connection
 ARRAYSIZE = 1000  # rows fetched per round trip
 
 _CODE = re.compile(r"\b(?:ORA|DPY|DPI)-\d{4,5}\b")
 CANCELLED = "ORA-01013"  # user requested cancel of current operation
-REFUSED_LOGIN = {"ORA-01017", "ORA-01005", "ORA-28000", "ORA-01045"}  # bad login, locked, no priv
+# bad login, locked, no privilege; no password given at all (thin mode)
+REFUSED_LOGIN = {"ORA-01017", "ORA-01005", "ORA-28000", "ORA-01045", "DPY-4001"}
 CALL_TIMEOUT = {"DPY-4024", "DPI-1067", "ORA-03156"}  # the statement ran past call_timeout
 # The session is gone (or never was): the instance went down, or is going.
 LOST = {
@@ -84,6 +86,9 @@ ADVICE: dict[str, str] = {
     "DPY-4024": "the statement ran past its timeout and was cancelled",
     "DPY-6005": "cannot connect: check the network, the host and port, and any firewall between "
     "drctl and the node",
+    "DPY-4001": "no password to log in with: thin mode logs in with the user's password "
+    "(password_env or password_file) even through a wallet, whose ewallet.pem carries the TLS "
+    "certificates only (a password stored in a wallet, cwallet.sso, needs Oracle Client)",
 }
 REFUSED_CONNECTION = re.compile(r"Errno 111|Connection refused", re.IGNORECASE)
 _NOISE = re.compile(r"\s*\(CONNECTION_ID=[^)]*\)|^Help: \S+$", re.MULTILINE)
@@ -237,12 +242,33 @@ def connect(
     Raises ``AuthenticationFailed`` when the login is refused, ``ConnectionFailed`` otherwise,
     naming ``side``, ``user@connect`` and the ORA-/DPY- code; never the password.
     """
-    where = host or host_of(connect_string)
-    label = f"{user}@{connect_string}"
+    arguments = {"user": user, "password": password, "dsn": connect_string}
+    return connect_with(
+        arguments | {"tcp_connect_timeout": timeout},
+        host=host,
+        side=side,
+        decimal_numbers=decimal_numbers,
+    )
+
+
+def connect_with(
+    arguments: dict[str, Any],
+    *,
+    host: str | None = None,
+    side: str | None = None,
+    decimal_numbers: bool = True,
+    connect: Connect | None = None,
+) -> OracleConnection:
+    """``connect`` with the keyword arguments of ``oracledb.connect`` as they are (a node's
+    ``connect_arguments``: its wallet's ``config_dir``, ``wallet_location`` and
+    ``wallet_password`` with the user and password). ``connect`` stands in for
+    ``oracledb.connect`` (the stand-in tests pass theirs). The same errors as ``connect``."""
+    dsn = str(arguments.get("dsn", ""))
+    where = host or host_of(dsn)
+    label = f"{arguments.get('user')}@{dsn}"
+    opener: Connect = connect or oracledb.connect  # looked up now: a test may record the calls
     try:
-        conn = oracledb.connect(
-            user=user, password=password, dsn=connect_string, tcp_connect_timeout=timeout
-        )
+        conn = opener(**arguments)
     except oracledb.Error as exc:
         message = f"cannot connect to the {_database(side)} ({label}): {error_text(exc)}"
         hint = advice(exc)
@@ -258,7 +284,6 @@ def connect(
 # -- a node's session, for checks and actions (Targets.sql) --------------------------------------
 
 Binds = Mapping[str, Any] | Sequence[Any] | None
-Connect = Callable[..., Any]  # oracledb.connect, or a stand-in's
 MODES = {"sysdg": "AUTH_MODE_SYSDGD", "sysdba": "AUTH_MODE_SYSDBA", "sysbackup": "AUTH_MODE_SYSBKP"}
 
 

@@ -31,9 +31,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from drills.model.errors import InputError
+from drills.engine.documents import read_yaml
+from drills.model.errors import InputError, ValidationFailed
 
 HOLIDAYS_FILE_ENV = "DRCTL_HOLIDAYS_FILE"
 MIN_DAYS_ENV = "DRCTL_HOLIDAY_MIN_DAYS"
@@ -233,11 +232,10 @@ def read_override_file(path: Path) -> dict[int, YearSchedule]:
           workdays: [2027-02-14]       # make-up working days (调休上班)
     """
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"holidays file {path} ({HOLIDAYS_FILE_ENV}): cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"holidays file {path}: invalid YAML: {exc}") from None
+        # Bounded like every file a person writes: size, aliases and depth (documents.py).
+        data = read_yaml(path).data
+    except ValidationFailed as exc:
+        raise InputError(f"holidays file ({HOLIDAYS_FILE_ENV}) {exc}") from None
     except ValueError as exc:  # a date-like value that is no date, e.g. 2027-13-01
         raise InputError(f"holidays file {path}: {exc}: that is not a date") from None
     if not isinstance(data, dict):

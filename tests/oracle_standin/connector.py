@@ -76,6 +76,11 @@ class StandinConnector:
         """The stand-in's ``oracledb.connect`` (for ``OracleInstruments(connect=...)``)."""
         return self.database.connect
 
+    @property
+    def oracle_connect(self) -> Callable[..., Any]:
+        """The same, for the table comparison's thin sessions (``engines.oracle.compare``)."""
+        return self.database.connect
+
     def sql(self, name: str, node: Node) -> OracleSession:
         session = OracleSession.for_node(name, node, connect=self.database.connect)
         self.sessions[name] = session

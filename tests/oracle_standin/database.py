@@ -36,6 +36,7 @@ from typing import Any
 import oracledb
 
 from drills.model.environment import Environment
+from tests.oracle_standin import recorded
 from tests.oracle_standin.state import PHYSICAL, PRIMARY, STANDBYS, StandinError, StandinState
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -148,6 +149,7 @@ class StandinDatabase:
         self.state = state
         self.env = env
         self.statements: list[tuple[str, str]] = []  # (node, statement), every one executed
+        self.connects: list[dict[str, Any]] = []  # the arguments of every connect, as given
 
     def _addresses(self, dsn: str) -> tuple[list[tuple[str, int]], str]:
         if dsn.lstrip().startswith("("):
@@ -167,6 +169,10 @@ class StandinDatabase:
 
     def connect(self, **arguments: Any) -> StandinConnection:
         """``oracledb.connect`` for the stand-in's nodes (the first address that takes it)."""
+        self.connects.append(dict(arguments))
+        if arguments.get("password") is None and not arguments.get("externalauth"):
+            # python-oracledb's own check, before any network (thin mode logs in with a password)
+            raise oracledb.DatabaseError("DPY-4001: no credentials specified")
         addresses, service = self._addresses(str(arguments.get("dsn", "")))
         failure: oracledb.Error | None = None
         for host, port in addresses:
@@ -212,6 +218,8 @@ class StandinDatabase:
             raise oracledb.OperationalError(
                 "ORA-01034: ORACLE not available\nORA-27101: shared memory realm does not exist"
             )
+        if access.wallet_dir is not None:
+            self._wallet(host, port, access.wallet_dir, arguments)
         expected = self.state.password()
         if expected is not None and arguments.get("password") != expected:
             raise oracledb.DatabaseError(
@@ -221,6 +229,30 @@ class StandinDatabase:
         if node["open_mode"] == "MOUNTED" and not privileged:
             raise oracledb.DatabaseError("ORA-01033: ORACLE initialization or shutdown in progress")
         return StandinConnection(self, name, int(node["incarnation"]))
+
+    @staticmethod
+    def _wallet(host: str, port: int, wallet_dir: str, arguments: dict[str, Any]) -> None:
+        """A node with ``wallet_dir`` stands for a TCPS listener that asks for the client's
+        certificate: the connect must name the wallet (``wallet_location``, with its
+        ``ewallet.pem``), and an encrypted one needs ``wallet_password``. (The stand-in's own
+        wording, in the shape of thin mode's DPY-6005.)"""
+        location = arguments.get("wallet_location")
+        pem = Path(str(location or "")) / "ewallet.pem"
+        if (
+            not location
+            or Path(str(location)) != Path(wallet_dir).expanduser()
+            or not pem.is_file()
+        ):
+            raise oracledb.OperationalError(
+                "DPY-6005: cannot connect to database (CONNECTION_ID=standin).\n"
+                f"the listener at {host}:{port} asked for a client certificate and none was "
+                "offered (no ewallet.pem in wallet_location)"
+            )
+        if "ENCRYPTED" in pem.read_text().splitlines()[0] and not arguments.get("wallet_password"):
+            raise oracledb.OperationalError(
+                "DPY-6005: cannot connect to database (CONNECTION_ID=standin).\n"
+                "the wallet's private key is encrypted and no wallet_password was given"
+            )
 
 
 class StandinConnection:
@@ -345,21 +377,37 @@ class Answers:
         if scenario == "absent" or (since and _release(self.node["release"]) < _release(since)):
             raise _ora("ORA-00942", "table or view does not exist")
         answer = self.node["answers"].get(view)
-        columns = answer["columns"] if answer else found["columns"]
-        rows = answer["rows"] if answer else found["scenarios"][scenario]["rows"]
+        spec = found["scenarios"][scenario]
+        if answer:
+            columns, rows = answer["columns"], answer["rows"]
+        elif "recorded" in spec:  # a published output (tests/fixtures/oracle/views/)
+            columns, rows = recorded.scenario(spec)
+        else:
+            columns, rows = found["columns"], spec["rows"]
         return [dict(zip(columns, row, strict=True)) for row in rows]
+
+    def _recorded_scenario(self, view: str) -> bool:
+        found = fixture(view) or {}
+        scenario = self.node["views"].get(view, "default")
+        return "recorded" in found.get("scenarios", {}).get(scenario, {})
 
     def _view(self, view: str) -> list[dict[str, Any]]:
         node = self.node
         standby = node["database_role"] in STANDBYS
         if view == "v$database":
-            row = self._recorded(view)[0]
-            row.update(
-                database_role=node["database_role"],
-                open_mode=node["open_mode"],
-                switchover_status=self._switchover_status(),
-                db_unique_name=node["db_unique_name"],
-            )
+            live = {
+                "database_role": node["database_role"],
+                "open_mode": node["open_mode"],
+                "switchover_status": self._switchover_status(),
+                "db_unique_name": node["db_unique_name"],
+            }
+            if self._recorded_scenario(view):
+                # A published output answers as it was printed; what it does not show comes
+                # from the state, then from the default scenario.
+                shown = self._recorded(view)[0]
+                row = self._default_row(view) | live | shown
+            else:
+                row = self._recorded(view)[0] | live
             row.update(node["fields"])
             return [row]
         if view == "v$dataguard_stats":
@@ -383,6 +431,15 @@ class Answers:
             key = "name" if view == "v$dataguard_process" else "process"
             return [r for r in rows if applying or not str(r[key]).startswith("MRP")]
         return self._recorded(view)
+
+    def _default_row(self, view: str) -> dict[str, Any]:
+        found = fixture(view)
+        assert found is not None
+        spec = found["scenarios"]["default"]
+        columns, rows = (
+            recorded.scenario(spec) if "recorded" in spec else (found["columns"], spec["rows"])
+        )
+        return dict(zip(columns, rows[0], strict=True))
 
     def _switchover_status(self) -> str:
         node = self.node

@@ -10,10 +10,17 @@ A node's side connects with the node's ``user`` and password to its ``connect`` 
 ``host:port/service``); a scratch copy with the same user (it is a copy of the source's
 dictionary) to the scratch instance's own service on the restore host's listener.
 
+Each side logs in with the node's own connect arguments (``drills.executors.oracle.
+connect_arguments``): its user and password, and, when it has ``wallet_dir``, the wallet
+(``config_dir``, ``wallet_location``, ``wallet_password``) for a TCPS listener, exactly as the
+node's checks connect. Thin mode still logs in with a password: a wallet's ewallet.pem carries
+TLS certificates, and a node without password_env/password_file is refused by the driver
+(DPY-4001, translated with what to do), as its checks are.
+
 A ``Connector`` may offer ``reconcile_session(side, name, node, connect)`` to open the sessions
-itself (the stand-in tests do, since no Oracle database answers there); the live connector does
-not, and the thin sessions above are used. A wallet-only node (no password) cannot be compared
-yet: the reconciliation's session logs in with a password.
+itself (the stand-in drill tests do, since the stand-in does not answer the reconciliation SQL),
+or ``oracle_connect``, the ``oracledb.connect`` the thin sessions call (the stand-in's); the live
+connector offers neither.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pydantic import Field
 from drills.engine.catalogue import ActionResult, ActionSpec, Params
 from drills.engines.oracle.tools import ENGINE, ToolFailed, oracle_node
 from drills.engines.postgres.compare import differ_sentence, report_data
-from drills.executors.oracle import oracle_password
+from drills.executors.oracle import connect_arguments
 from drills.model.environment import Node
 from drills.model.errors import InputError
 from verify.reconcile import reconcile_sessions
@@ -63,20 +70,18 @@ def session_opener(
         return opened
     if node.oracle is None:
         raise InputError(f"node {name} has no oracle section to compare", host=name)
-    access = node.oracle
-    password = oracle_password(access)
-    if password is None:
-        raise InputError(
-            f"node {name} logs in with a wallet only; the table comparison needs the user's "
-            "password (password_env or password_file)",
-            host=name,
-        )
-    dsn = f"{access.user}/{password}@{connect or access.dsn(node.host, node.port)}"
+    # The node's own connect arguments: its user and password, and its wallet (config_dir,
+    # wallet_location, wallet_password) for a TCPS listener. As a plain user: the comparison
+    # reads the node's tables, never as SYSDG. Secrets are read now, never put in a DSN string.
+    arguments = connect_arguments(
+        node.oracle, connect or node.oracle.dsn(node.host, node.port), privileged=False
+    )
+    stand_in = getattr(targets.connector, "oracle_connect", None)
 
     def thin() -> Session:
         from verify.reconcile.dialects.oracle import OracleSession
 
-        return OracleSession(side, dsn, host=name)
+        return OracleSession(side, host=name, arguments=arguments, connect=stand_in)
 
     return thin
 

@@ -95,21 +95,31 @@ class OracleSession:
 
     engine: Engine = "oracle"
 
-    def __init__(self, side: Side, dsn: str, *, host: str | None = None) -> None:
-        from drills.executors.oracle import connect
+    def __init__(
+        self,
+        side: Side,
+        dsn: str | None = None,
+        *,
+        host: str | None = None,
+        arguments: dict[str, Any] | None = None,
+        connect: Any = None,
+    ) -> None:
+        """Connect with ``dsn`` (``user/password@connect``), or with ``arguments``, the keyword
+        arguments of ``oracledb.connect`` as a node's section gives them (its wallet too:
+        ``drills.executors.oracle.connect_arguments``); ``connect`` stands in for
+        ``oracledb.connect``."""
+        from drills.executors.oracle import connect_with
 
         self.side: Side = side
-        parsed = parse_dsn(dsn)
-        self.label = parsed.shown
         self.hash_mode: HashMode = "ora_hash"
-        self.conn = connect(
-            parsed.connect,
-            user=parsed.user,
-            password=parsed.password,
-            host=host,
-            side=side,
-            timeout=CONNECT_TIMEOUT,
-        )
+        if arguments is None:
+            if dsn is None:
+                raise InputError("an Oracle comparison needs a DSN or connect arguments")
+            parsed = parse_dsn(dsn)
+            arguments = {"user": parsed.user, "password": parsed.password, "dsn": parsed.connect}
+            arguments["tcp_connect_timeout"] = CONNECT_TIMEOUT
+        self.label = f"{arguments.get('user')}@{arguments.get('dsn')}"
+        self.conn = connect_with(arguments, host=host, side=side, connect=connect)
         try:
             for statement in ORACLE_SESSION:
                 self.conn.execute(statement)
