@@ -22,7 +22,10 @@ from drills.model.durations import format_seconds
 from drills.model.record import Record
 
 WIDTH = 960
-LABEL = 220
+LABEL = 220  # the step-title column left of the plot, at its narrowest
+LABEL_MAX = 330  # and at its widest; a longer title is shortened (the steps table has it whole)
+BAR_TEXT = 11  # the font size of the step titles
+TOOK_TEXT = 10  # and of the steps' durations
 RIGHT = 110
 ROW = 24
 TOP = 34
@@ -54,6 +57,15 @@ def text_width(text: str, size: float) -> float:
     return sum(size if (ord(ch) >= 0x2E80 or ch in _WIDE) else size * 0.62 for ch in text)
 
 
+def fit_text(text: str, width: float, size: float) -> str:
+    """``text``, shortened with an ellipsis if it is wider than ``width``."""
+    if text_width(text, size) <= width:
+        return text
+    while text and text_width(text + "…", size) > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
 @dataclass
 class Bar:
     label: str
@@ -64,6 +76,21 @@ class Bar:
     took: str
     ticks: list[float] = field(default_factory=list)
     rollback: bool = False
+    # Where the duration is written: after the bar, or, where that would run into the axis
+    # break (or off the chart), inside the bar's end (white) or before its start.
+    took_x: float = 0.0
+    took_anchor: str = "start"
+    took_inside: bool = False
+
+    def place_took(self, limit: float, size: float = TOOK_TEXT) -> None:
+        width = text_width(self.took, size)
+        end = self.x + self.w
+        if end + 4 + width <= limit:
+            self.took_x, self.took_anchor, self.took_inside = end + 4, "start", False
+        elif self.w >= width + 8:
+            self.took_x, self.took_anchor, self.took_inside = end - 4, "end", True
+        else:
+            self.took_x, self.took_anchor, self.took_inside = self.x - 4, "end", False
 
 
 @dataclass
@@ -193,16 +220,22 @@ def timeline(
     far = sorted({at for _, at, _ in deadlines_at if at > cap})
     axis_max = max([end] + [t for _, t, _ in deadlines_at if t <= cap]) or 1.0
     axis_max *= 1.04
-    plot = WIDTH - LABEL - RIGHT
+    # The step titles end 8 units left of the plot: the column is as wide as the widest title
+    # needs (between LABEL and LABEL_MAX), so no title runs off the chart's left edge.
+    names = [("↩ " if s.phase == "rollback" else "") + titles.get(s.id, s.id) for s in steps]
+    widest = max((text_width(name, BAR_TEXT) for name in names), default=0.0)
+    left = int(min(max(LABEL, math.ceil(widest) + 16), LABEL_MAX))
+    names = [fit_text(name, left - 12, BAR_TEXT) for name in names]
+    plot = WIDTH - left - RIGHT
     main = plot - 140 if far else plot
-    axis_break = AxisBreak(LABEL + main + 8, LABEL + main + 26) if far else None
+    axis_break = AxisBreak(left + main + 8, left + main + 26) if far else None
 
     def x(offset: float) -> float:
-        return LABEL + main * max(0.0, min(offset, axis_max)) / axis_max
+        return left + main * max(0.0, min(offset, axis_max)) / axis_max
 
     def far_x(at: float) -> float:
         assert axis_break is not None
-        x0, x1 = axis_break.x1 + 24, LABEL + plot - 24
+        x0, x1 = axis_break.x1 + 24, left + plot - 24
         if len(far) == 1:
             return (x0 + x1) / 2
         return x0 + (x1 - x0) * far.index(at) / (len(far) - 1)
@@ -213,7 +246,7 @@ def timeline(
         ticks = [x(t) for t in (o.returned, o.converged) if t is not None]
         bars.append(
             Bar(
-                label=("↩ " if step.phase == "rollback" else "") + titles.get(step.id, step.id),
+                label=names[index],
                 y=TOP + index * ROW,
                 x=x(o.started),
                 w=max(x(o.ended) - x(o.started), 1.5),
@@ -223,6 +256,10 @@ def timeline(
                 rollback=step.phase == "rollback",
             )
         )
+    # A duration stays left of the axis break, and inside the chart.
+    took_limit = axis_break.x0 - 4 if axis_break else WIDTH - 4
+    for bar in bars:
+        bar.place_took(took_limit)
     bottom = TOP + max(len(steps), 1) * ROW
     lines = [
         Line(
@@ -256,7 +293,7 @@ def timeline(
     return Timeline(
         width=WIDTH,
         height=height,
-        left=LABEL,
+        left=left,
         plot_width=plot,
         top=TOP,
         bottom=bottom,
@@ -267,7 +304,7 @@ def timeline(
         empty=not steps,
         labels=labels,
         axis_break=axis_break,
-        main_right=LABEL + main,
+        main_right=left + main,
     )
 
 
@@ -309,14 +346,52 @@ class TrendChart:
     x_labels: list[XLabel]
     y_max: float
     target: list[tuple[float, float]] = field(default_factory=list)
-    target_label: str = ""
-    target_off_scale: bool = False
+    target_label: str = ""  # every target shown, "1m00.0s" or "1ms / 1m00.0s"
+    target_off_scale: bool = False  # some target is drawn past the break at the top
+    far_label: str = ""  # the targets drawn there
     failed: list[float] = field(default_factory=list)
     legend_top: int = 0
+    target_path: str = ""  # SVG path: each drill's target, a step where it changes
+    target_label_y: float = 0.0  # above the break when a target is there, else the last drill's
 
     @property
     def target_polyline(self) -> str:
         return " ".join(f"{px:.1f},{py:.1f}" for px, py in self.target)
+
+
+def _time_format(moments: list[datetime]) -> str:
+    """The coarsest clock format that tells the drills of one day apart: minutes, seconds, or
+    milliseconds (drills run back to back, as in a test, start within the same minute)."""
+    for fmt in ("%H:%M", "%H:%M:%S", "%H:%M:%S.%f"):
+        shown = [m.strftime("%Y-%m-%d " + fmt) for m in moments]
+        if len(set(shown)) == len(shown):
+            return fmt
+    return "%H:%M:%S.%f"
+
+
+def _clock(moment: datetime, fmt: str) -> str:
+    text = moment.strftime(fmt)
+    return text[:-3] if fmt.endswith("%f") else text  # milliseconds, not microseconds
+
+
+def _target_steps(
+    points: list[tuple[int, float]], px: Callable[[int], float], left: float, right: float
+) -> str:
+    """The target as a step line: level across each drill's slot (half-way to its
+    neighbours, within the plot), vertical where it changes; a drill without a target breaks
+    the line."""
+    parts: list[str] = []
+    previous: int | None = None
+    half = (px(1) - px(0)) / 2
+    for i, y in points:
+        x0, x1 = max(left, px(i) - half), min(right, px(i) + half)
+        if previous is None or previous != i - 1:
+            parts.append(f"M {x0:.1f} {y:.1f}")
+        else:
+            parts.append(f"V {y:.1f}")
+        parts.append(f"H {x1:.1f}")
+        previous = i
+    return " ".join(parts)
 
 
 def trend_chart(
@@ -338,18 +413,27 @@ def trend_chart(
     values = [v for col in [*columns.values(), rto] for v in col if v is not None]
     highest = max(values, default=0.0)
     wanted = [t for t in targets if t is not None]
-    # A target far above every value would flatten the lines: it is drawn past a break instead.
-    off_scale = bool(wanted) and highest > 0 and max(wanted) > 3 * highest
-    covered = values + ([] if off_scale else wanted)
+    # A target far above every value would flatten the lines: it is drawn past a break at the
+    # top instead. Each drill's own: a run request may have changed one drill's target.
+    far = {t for t in wanted if highest > 0 and t > 3 * highest}
+    off_scale = bool(far)
+    covered = values + [t for t in wanted if t not in far]
     top_value = max(covered, default=0.0) or 1.0
     step = nice_step(top_value, 5)
     y_max = math.ceil(top_value / step - 1e-9) * step
     top, bottom = 20, 300
     plot_top = top + (34 if off_scale else 0)
     count = max(len(moments), 1)
+    clock = _time_format(moments)
+    widest = max(
+        [text_width("2026-12-31", 10)] + [text_width(_clock(m, clock), 10) for m in moments]
+    )
+    # The first and last drills sit far enough inside the axes that their labels, centred
+    # under them, clear the y-axis labels and the chart's edge.
+    pad = max(20.0, widest / 2 + 8)
 
     def px(i: int) -> float:
-        return left + 20 + (right - left - 40) * (i / (count - 1) if count > 1 else 0.5)
+        return left + pad + (right - left - 2 * pad) * (i / (count - 1) if count > 1 else 0.5)
 
     def py(v: float) -> float:
         return bottom - (bottom - plot_top) * v / y_max
@@ -358,33 +442,36 @@ def trend_chart(
         return [(px(i), py(v)) for i, v in enumerate(col) if v is not None]
 
     named = names or {}
+    # A legend entry has a quarter of the width; a longer name is shortened.
+    legend = (right - left) / 4 - 24
+
+    def legend_name(name: str) -> str:
+        return fit_text(name, legend, 11)
+
     series = [
-        Series(named.get(name, name), PALETTE[n % len(PALETTE)], points(col))
+        Series(legend_name(named.get(name, name)), PALETTE[n % len(PALETTE)], points(col))
         for n, (name, col) in enumerate(columns.items())
     ]
-    series.append(Series(rto_name, "#d62728", points(rto), bold=True))
+    series.append(Series(legend_name(rto_name), "#d62728", points(rto), bold=True))
     y_axis = [(py(n * step), axis_label(n * step)) for n in range(round(y_max / step) + 1)]
-    spacing = (right - left - 40) / (count - 1) if count > 1 else float(width)
-    every = max(1, math.ceil(text_width("2026-12-31", 10) * 1.15 / spacing))
+    spacing = (right - left - 2 * pad) / (count - 1) if count > 1 else float(width)
+    every = max(1, math.ceil(widest * 1.15 / spacing))
     x_labels: list[XLabel] = []
     shown_date = ""
     for i, moment in enumerate(moments):
         if i % every:
             continue
         date = moment.strftime("%Y-%m-%d")
-        x_labels.append(XLabel(px(i), moment.strftime("%H:%M"), "" if date == shown_date else date))
+        x_labels.append(XLabel(px(i), _clock(moment, clock), "" if date == shown_date else date))
         shown_date = date
-    target_points: list[tuple[float, float]] = []
-    label = ""
-    if wanted:
-        y_target = top + 10 if off_scale else None
-        target_points = [
-            (px(i), y_target if y_target is not None else py(t))
-            for i, t in enumerate(targets)
-            if t is not None
-        ]
-        shown = sorted(set(wanted))
-        label = " / ".join(format_seconds(t) for t in shown)
+    y_far = top + 10
+    placed = [(i, y_far if t in far else py(t)) for i, t in enumerate(targets) if t is not None]
+    target_points = [(px(i), y) for i, y in placed]
+    label = " / ".join(format_seconds(t) for t in sorted(set(wanted)))
+    far_label = " / ".join(format_seconds(t) for t in sorted(far))
+    path = _target_steps(placed, px, left, right) if count > 1 else ""
+    if count == 1 and placed:  # one drill: a line across the plot
+        path = f"M {left} {placed[0][1]:.1f} H {right}"
     legend_top = bottom + 48
     height = legend_top + 16 * math.ceil((len(series) + 2) / 4) + 8
     return TrendChart(
@@ -402,6 +489,9 @@ def trend_chart(
         target=target_points,
         target_label=label,
         target_off_scale=off_scale,
+        far_label=far_label,
+        target_path=path,
+        target_label_y=(y_far if off_scale else placed[-1][1] if placed else top) - 5,
         failed=[px(i) for i, bad in enumerate(failed) if bad],
         legend_top=legend_top,
     )

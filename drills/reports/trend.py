@@ -111,7 +111,7 @@ def trend_view(
         ],
         "chart": chart,
         "axis_note": t["trend_axis_note"].format(zone=f"{zone.key}, {offset}"),
-        "target_off_scale": t["trend_target_off_scale"].format(target=chart.target_label)
+        "target_off_scale": t["trend_target_off_scale"].format(target=chart.far_label)
         if chart.target_off_scale
         else "",
     }
