@@ -134,7 +134,45 @@ def test_acknowledged_through_the_api_activates_and_meets_the_contract(
     executors = {n["executor"] for n in record.environment["nodes"].values()}
     assert executors == ({"ssh", "local"} if any_lab.over_ssh else {"local"})
     assert all(s.status == "passed" for s in record.steps)
+    # The playbook's db.* steps ran PostgreSQL's actions: the environment's nodes are PostgreSQL
+    # (the same playbook runs Data Guard's on an Oracle one: test_oracle_drills.py).
+    ran = {s.id: s.data.get("dispatched", {}).get("action") for s in record.steps}
+    assert ran == {
+        "declare_incident": None,
+        "acknowledge": None,
+        "inject_crash": "pg.kill",
+        "fence_old_primary": "pg.fence",
+        "promote_standby": "pg.promote",
+        "verify_service": None,
+        "count_lost_transactions": "pg.count_lost_transactions",
+        "rejoin_old_primary": "pg.rejoin_as_standby",
+    }
+    assert steps["fence_old_primary"].data["fenced"] is True  # pg.fence's own data, kept
+    [fenced] = steps["fence_old_primary"].checks
+    assert (fenced.check, fenced.held) == ("db.fenced", True)
+    lost = record.measurements.lost_transactions
+    assert lost is not None and lost.node == old_primary  # counted from the old primary's WAL
+    assert lost.loss_accounting == "exact", lost.note
     any_lab.wait_streaming()
+
+
+def test_plan_shows_the_postgres_commands_of_the_neutral_steps(any_lab: AnyLab) -> None:
+    shown = drctl("plan", PLAYBOOK, "--env", any_lab.env, home=any_lab.home)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    text = " ".join(shown.stdout.split())
+    for line in (
+        "inject_crash: db.crash on primary",
+        "$ postgres: pg.kill",
+        "$ postgres: pg.fence",
+        "$ postgres: pg.promote",
+        "select pg_promote(wait => false)",
+        "$ postgres: pg.count_lost_transactions",
+        "$ postgres: pg.rejoin_as_standby",
+        "pg_rewind --target-pgdata=",
+        "verify db.fenced on primary",
+    ):
+        assert line in text, (line, shown.stdout)
+    assert "nothing was run." in text
 
 
 def test_a_late_acknowledgement_fails_the_response_objective(lab: Path, prefect_api: str) -> None:

@@ -141,6 +141,20 @@ def test_billion_laughs_in_a_drill_definition(tmp_path: Path) -> None:
     assert problem.line == line_of(text, "lol5:") and f"{MAX_YAML_NODES:,}" in problem.message
 
 
+def test_billion_laughs_in_the_site_settings_and_phrases(tmp_path: Path) -> None:
+    """The files a site writes for its reports are read within the same limits."""
+    from drills.reports.phrases import _read as read_phrases
+    from drills.reports.site import load_site_config
+
+    text = laughs()
+    for name, load in (("site.yaml", load_site_config), ("phrases.yaml", read_phrases)):
+        path = write(tmp_path, name, text)
+        problem = only(rejected(lambda: load(path)))  # noqa: B023 (called at once)
+        assert problem.file == str(path) and problem.line == line_of(text, "lol5:")
+    empty = write(tmp_path, "site.yaml", "# not filled in yet\n")
+    assert load_site_config(empty)["language"]  # an empty settings file is no error
+
+
 def test_merge_key_bomb(tmp_path: Path) -> None:
     text = "a0: &a0 {x: 1, y: 2}\n"
     for level in range(1, 12):

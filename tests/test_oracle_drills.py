@@ -800,26 +800,113 @@ def test_inspection_is_rendered_as_the_quarterly_report(world: World) -> None:
     assert "季度巡检报告" in report and "Data Guard Broker 状态" in report
 
 
-def test_emergency_activation_on_oracle(world: World) -> None:
-    record, _ = run(world, "oracle-emergency-activation", ack=True)
+def test_emergency_activation_on_oracle(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """The one activation playbook (his-emergency-activation, the PostgreSQL lab's too): its
+    db.* steps run the Oracle engine's actions because the environment's nodes are Oracle."""
+    record, store = run(world, "his-emergency-activation", ack=True)
     assert record.status == "passed", record.reason
     milestones = [m.name for m in record.milestones]
     for name in (
         "incident_declared",
         "engineer_acknowledged",
         "activation_started",
+        "writes_restored",
         "service_verified",
     ):
         assert name in milestones
     assert world.state.primary() == "his-dr"
     assert {o.name: o.met for o in record.objectives} == {"response": True, "activation": True}
+    steps = steps_of(record)
+    ran = {i: s.data.get("dispatched", {}).get("action") for i, s in steps.items()}
+    assert ran == {
+        "declare_incident": None,
+        "acknowledge": None,
+        "inject_crash": "oracle.shutdown_abort",
+        "fence_old_primary": "oracle.fence",
+        "promote_standby": "oracle.dg_failover",
+        "verify_service": None,
+        "count_lost_transactions": None,  # Oracle has nothing to run for it: the step says why
+        "rejoin_old_primary": "oracle.rejoin_as_standby",
+    }
+    crash = next(c for c in world.calls("sqlplus") if "SHUTDOWN ABORT" in c["stdin"])
+    assert crash["node"] == "his-pri"
+    assert steps["inject_crash"].data["host"] == "his-pri"
+    # fenced: both Oracle checks held, in one db.fenced result
+    [fenced] = steps["fence_old_primary"].checks
+    assert fenced.check == "db.fenced" and fenced.held
+    assert set(fenced.observed) == {"oracle.rejects_writes", "sqlplus.instance_down"}
+    assert "FAILOVER TO his_dr" in world.commands("dgmgrl")
+    assert steps["promote_standby"].data["change"]["new_primary"] == "his_dr"
+    assert [c.check for c in steps["promote_standby"].checks] == [
+        "db.is_primary",
+        "db.takes_writes",
+    ]
+    lost = steps["count_lost_transactions"]
+    assert lost.status == "passed" and "not counted on Oracle" in lost.output
+    assert lost.data["dispatched"] == {
+        "neutral": "db.count_lost_transactions",
+        "engine": "oracle",
+        "action": None,
+        "target": "primary",
+        "node": "his-pri",
+    }
+    assert record.measurements.lost_transactions is None  # not measured, and not pretended
+    # rejoined: REINSTATE DATABASE from the new primary; the old one a standby applying redo
+    rejoin = steps["rejoin_old_primary"]
+    assert rejoin.node == "his-pri" and rejoin.data["reinstated"] is True
+    assert rejoin.data["ran_on"] == "his-dr"
+    assert 'Reinstatement of database "his_pri" succeeded' in rejoin.output
+    assert all(c.held for c in rejoin.checks)
+    assert world.roles() == {"his-pri": PHYSICAL, "his-dr": PRIMARY}
+    assert world.state.node("his-pri")["apply"]
+    assert "HIS应急启用" in zh_report(store, record)
+    assert_no_secret(world, store, record, caplog)
 
 
-def test_postgres_activation_refuses_an_oracle_environment(world: World) -> None:
-    from drills.model.errors import InputError
+def test_emergency_activation_on_oracle_without_flashback_leaves_the_rejoin_failed(
+    world: World,
+) -> None:
+    world.state.set("his-pri", flashback_on="NO")
+    record, _ = run(world, "his-emergency-activation", ack=True)
+    steps = steps_of(record)
+    rejoin = steps["rejoin_old_primary"]
+    assert rejoin.data["needs_rebuild"] is True and "needs rebuilding" in (rejoin.error or "")
+    assert rejoin.data["dispatched"]["action"] == "oracle.rejoin_as_standby"
+    # the old primary is no standby: the pair is not restored, and no check waited for one
+    assert rejoin.status == "failed" and rejoin.checks == []
+    assert record.status == "failed"
+    assert "steps rejoin_old_primary failed; the others ran" in record.reason
+    assert all(s.status == "passed" for i, s in steps.items() if i != "rejoin_old_primary")
+    assert {o.name: o.met for o in record.objectives} == {"response": True, "activation": True}
+    assert "REINSTATE" not in world.commands("dgmgrl")
+    assert world.state.primary() == "his-dr" and not world.state.node("his-pri")["up"]
 
-    with pytest.raises(InputError, match="supports engine postgres"):
-        run(world, "his-emergency-activation", ack=True)
+
+def test_emergency_activation_on_oracle_refuses_while_the_old_primary_is_open(
+    world: World,
+) -> None:
+    before = topology(world.state)
+    record, _ = run(world, "his-emergency-activation", mode="real", ack=True)
+    assert record.status == "aborted"
+    fence = steps_of(record)["fence_old_primary"]
+    assert fence.status == "failed"
+    assert "db.fenced on his-pri did not hold" in fence.reason
+    assert "oracle.rejects_writes did not hold (PRIMARY, READ WRITE)" in fence.checks[0].detail
+    assert [s.id for s in record.steps][-1] == "fence_old_primary"
+    assert topology(world.state) == before
+    assert "FAILOVER" not in world.commands("dgmgrl")
+    # the contract's response was met; the switch never started
+    assert {o.name: o.met for o in record.objectives}["response"] is True
+
+
+def test_emergency_activation_validates_and_may_run_on_his_oracle() -> None:
+    from drills.engine.loader import load_environment_file
+    from drills.engine.policy import check_request
+
+    env = load_environment_file(REPO / "playbooks" / "environments" / "his-oracle.yaml")
+    loaded = load_playbook(PLAYBOOKS / "his-emergency-activation.yaml")
+    check_request(loaded, env, RunRequest(playbook=loaded.playbook.name, environment=env.name))
+    assert not (PLAYBOOKS / "oracle-emergency-activation.yaml").exists()  # one playbook
 
 
 def test_plan_shows_every_command_host_and_user_without_a_password(world: World) -> None:
@@ -847,6 +934,18 @@ def test_plan_shows_every_command_host_and_user_without_a_password(world: World)
                 "sqlplus -S -L / as sysdba",
                 "sqlplus> SHUTDOWN ABORT",
                 "dgmgrl> FAILOVER TO his_dr;",
+                "dgmgrl> REINSTATE DATABASE his_pri;",
+            ],
+        ),
+        (
+            "his-emergency-activation",
+            "his-dr",
+            [
+                "oracle: oracle.shutdown_abort",
+                "sqlplus> SHUTDOWN ABORT",
+                "oracle: oracle.dg_failover",
+                "dgmgrl> FAILOVER TO his_dr;",
+                "oracle: oracle.rejoin_as_standby",
                 "dgmgrl> REINSTATE DATABASE his_pri;",
             ],
         ),

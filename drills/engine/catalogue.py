@@ -10,6 +10,11 @@ catalogue.
     catalogue.actions["pg.promote"]      # ActionSpec
     catalogue.checks["pg.is_primary"]    # CheckSpec
     catalogue.role_observers["postgres"] # how a node of that engine says primary/standby/down
+    catalogue.equivalents["db.failover"]["oracle"]  # what that engine runs for a neutral action
+
+An engine also says what it runs for the engine-neutral actions and checks (``db.*``,
+``drills.engine.neutral``) with ``equate``; those register last, once every engine has said so,
+so a playbook written with them runs on whichever engine the environment's nodes are.
 
 Engines are found by walking the ``drills.engines`` package (the ones shipped) and then the
 ``drctl.engines`` entry points (third-party ones), so a stale install cannot hide the shipped
@@ -118,6 +123,26 @@ def check_spec(name: str, params: type[BaseModel], fn: CheckFn, engine: str = "c
     return CheckSpec(name, params, fn, doc, engine)
 
 
+Adapt = Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]]
+
+
+def same_role_and_params(role: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return role, dict(params)
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    """What an engine runs for an engine-neutral (``db.*``) action or check: its own action or
+    check ``name``, on the role and with the parameters that ``adapt`` makes of the neutral
+    step's role and ``with:`` (by default the same ones). ``name`` None: the engine has nothing
+    to run for it and ``why`` says so (allowed only for an optional neutral action, one that
+    measures; ``drills.engine.neutral`` refuses it for the others)."""
+
+    name: str | None
+    adapt: Adapt = same_role_and_params
+    why: str = ""
+
+
 @dataclass
 class Catalogue:
     actions: dict[str, ActionSpec] = field(default_factory=dict)
@@ -125,6 +150,8 @@ class Catalogue:
     role_observers: dict[str, RoleObserver] = field(default_factory=dict)
     instruments: dict[str, Instrumentation] = field(default_factory=dict)
     engines: list[str] = field(default_factory=list)
+    # neutral name (db.*) -> engine -> what it runs: one action, or checks that must all hold
+    equivalents: dict[str, dict[str, tuple[Equivalent, ...]]] = field(default_factory=dict)
 
     def add_actions(self, *specs: ActionSpec) -> None:
         for spec in specs:
@@ -137,6 +164,19 @@ class Catalogue:
             if spec.name in self.checks:
                 raise InputError(f"check {spec.name} is registered twice")
             self.checks[spec.name] = spec
+
+    def equate(self, engine: str, neutral: str, *equivalents: Equivalent | str) -> None:
+        """Say what ``engine`` runs for the neutral action or check ``neutral``: for an action
+        one equivalent, for a check one or more (all must hold). A bare name is the engine's
+        action or check with the neutral step's role and parameters."""
+        if not equivalents:
+            raise InputError(f"{engine}: {neutral} is equated to nothing")
+        known = self.equivalents.setdefault(neutral, {})
+        if engine in known:
+            raise InputError(f"{engine}: {neutral} is equated twice")
+        known[engine] = tuple(
+            e if isinstance(e, Equivalent) else Equivalent(e) for e in equivalents
+        )
 
     def observe_roles_with(self, engine: str, observer: RoleObserver) -> None:
         self.role_observers[engine] = observer
@@ -183,8 +223,10 @@ def _installed_engines(known: set[str]) -> list[tuple[str, Register]]:
 
 
 # What every engine shares registers first, found by name like the engines: the catalogue only
-# defines what registrants add; it depends on none of them.
+# defines what registrants add; it depends on none of them. The engine-neutral actions and
+# checks register last: each dispatches to what the engines equated to it.
 CORE = "drills.engine.core"
+NEUTRAL = "drills.engine.neutral"
 
 
 def build_catalogue() -> Catalogue:
@@ -194,6 +236,7 @@ def build_catalogue() -> Catalogue:
     for name, register in [*shipped, *_installed_engines({n for n, _ in shipped})]:
         register(catalogue)
         catalogue.engines.append(name)
+    importlib.import_module(NEUTRAL).register(catalogue)
     return catalogue
 
 

@@ -364,9 +364,12 @@ def _line_at(text: str | bytes, position: int | None) -> int | None:
     return text.count("\n", 0, position) + 1
 
 
-def read_yaml(path: Path, limits: YamlLimits = DEFAULT_LIMITS) -> YamlDocument:
+def read_yaml(
+    path: Path, limits: YamlLimits = DEFAULT_LIMITS, *, allow_empty: bool = False
+) -> YamlDocument:
     """Read one YAML document within ``limits``; syntax errors, duplicate keys and limits
-    exceeded become located problems."""
+    exceeded become located problems. An empty file (or one of comments only) is a problem,
+    unless ``allow_empty``: then its data is None (a settings file not filled in yet)."""
     name = str(path)
     raw = _read_bounded(path, name, limits)
     try:
@@ -375,12 +378,12 @@ def read_yaml(path: Path, limits: YamlLimits = DEFAULT_LIMITS) -> YamlDocument:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ValidationFailed([Problem(name, line, None, f"not UTF-8 text: {exc}")]) from None
     with _no_gc():
-        lines, data = _compose_and_construct(raw, text, name, limits)
+        lines, data = _compose_and_construct(raw, text, name, limits, allow_empty)
     return YamlDocument(name, raw, data, lines)
 
 
 def _compose_and_construct(
-    raw: bytes, text: str, name: str, limits: YamlLimits
+    raw: bytes, text: str, name: str, limits: YamlLimits, allow_empty: bool = False
 ) -> tuple[LineIndex, Any]:
     def fail(line: int | None, message: str) -> ValidationFailed:
         return ValidationFailed([Problem(name, line, None, message)])
@@ -390,6 +393,8 @@ def _compose_and_construct(
         loader = _new_loader(text, limits)
         node = loader.get_single_node()
         if node is None:
+            if allow_empty:
+                return LineIndex(MappingNode("tag:yaml.org,2002:map", [])), None
             raise fail(1, "the file is empty")
         lines = _lines_of(node, name, loader.repeated_keys)
         data = loader.construct_document(node)

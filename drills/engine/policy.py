@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from drills.engine.catalogue import node_engine
+from drills.engine.catalogue import Catalogue, default_catalogue, node_engine
 from drills.engine.loader import LoadedPlaybook
+from drills.engine.neutral import neutral_problems
 from drills.engine.roles import required_roles_problem
 from drills.model.durations import parse_duration
 from drills.model.environment import Environment
@@ -20,7 +21,12 @@ from drills.model.record import ObjectiveResult
 from drills.model.request import RunRequest
 
 
-def check_request(loaded: LoadedPlaybook, env: Environment, request: RunRequest) -> None:
+def check_request(
+    loaded: LoadedPlaybook,
+    env: Environment,
+    request: RunRequest,
+    catalogue: Catalogue | None = None,
+) -> None:
     """Refuse, before anything starts, what this request must not do."""
     problem = required_roles_problem(env, loaded.playbook.roles)
     if problem:
@@ -31,6 +37,9 @@ def check_request(loaded: LoadedPlaybook, env: Environment, request: RunRequest)
     problem = engine_problem(loaded, env)
     if problem:
         raise ValidationFailed([loaded.doc.problem(("engines",), problem)])
+    problems = neutral_problems(loaded.playbook, loaded.doc, env, catalogue or default_catalogue())
+    if problems:  # a db.* step whose node's engine has no equivalent: located at the step
+        raise ValidationFailed(problems)
     offered = {s.override for s in loaded.playbook.steps if s.override}
     unknown = [o for o in request.overrides if o not in offered]
     if unknown:

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import yaml
 from markupsafe import escape
 
+from drills.engine.documents import read_yaml
 from drills.home import drctl_home
 from drills.model.errors import InputError
 from drills.reports.site import PACKAGE
@@ -182,10 +182,8 @@ class Tables:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: {exc}") from exc
+    # Bounded like every file a person writes (size, aliases, depth): documents.py.
+    data = read_yaml(path, allow_empty=True).data or {}
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping")
     return data

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from drills.engine.documents import read_yaml
 from drills.home import drctl_home
 from drills.model.errors import InputError
 
@@ -64,10 +65,8 @@ def load_site_config(path: Path | None = None) -> dict[str, Any]:
     config = shipped_config()
     path = path or site_config_path()
     if path.exists():
-        try:
-            site = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML: {exc}") from exc
+        # Bounded like every file a person writes (size, aliases, depth): documents.py.
+        site = read_yaml(path, allow_empty=True).data or {}
         if not isinstance(site, dict):
             raise InputError(f"{path}: expected a mapping of settings")
         config = _merge(config, site)

@@ -13,7 +13,9 @@ and are registered below, in the place marked for them.
 
 from __future__ import annotations
 
-from drills.engine.catalogue import Catalogue, check_spec
+from typing import Any
+
+from drills.engine.catalogue import Catalogue, Equivalent, check_spec
 from verify import oracle
 
 ENGINE = "oracle"
@@ -32,3 +34,41 @@ def register(catalogue: Catalogue) -> None:
     catalogue.add_checks(*(check_spec(n, p, f, ENGINE) for n, p, f in oracle_checks()))
     catalogue.observe_roles_with(ENGINE, oracle.server_role)
     catalogue.measure_with(ENGINE, OracleInstruments())
+    equate_neutral(catalogue)
+
+
+def _to_itself(role: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """db.failover on the standby: DGMGRL FAILOVER TO that standby, run on its own host."""
+    return role, {"to": role}
+
+
+def _without_params(role: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Redo Apply runs on the standby, whichever primary ships it the redo."""
+    return role, {}
+
+
+LOST_NOT_COUNTED = (
+    "the transactions the old primary committed but had not shipped are not counted on Oracle: "
+    "that needs its redo read (LogMiner) past the new primary's STANDBY_BECAME_PRIMARY_SCN "
+    "before it is reinstated, which drctl does not do"
+)
+
+
+def equate_neutral(catalogue: Catalogue) -> None:
+    """What Oracle runs for the engine-neutral actions and checks (``drills.engine.neutral``)."""
+    for neutral, *own in (
+        ("db.crash", Equivalent("oracle.shutdown_abort")),
+        ("db.fence", Equivalent("oracle.fence")),
+        ("db.failover", Equivalent("oracle.dg_failover", _to_itself)),
+        ("db.rejoin", Equivalent("oracle.rejoin_as_standby")),
+        ("db.count_lost_transactions", Equivalent(None, why=LOST_NOT_COUNTED)),
+        ("db.is_primary", Equivalent("oracle.is_primary")),
+        ("db.is_standby", Equivalent("oracle.is_standby")),
+        ("db.takes_writes", Equivalent("oracle.takes_writes")),
+        ("db.rejects_writes", Equivalent("oracle.rejects_writes")),
+        # fenced: it takes no writes (V$DATABASE, or no session at all) and its instance is
+        # down on its host (SQL*Plus finds an idle instance)
+        ("db.fenced", Equivalent("oracle.rejects_writes"), Equivalent("sqlplus.instance_down")),
+        ("db.replicating", Equivalent("oracle.apply_running", _without_params)),
+    ):
+        catalogue.equate(ENGINE, neutral, *own)

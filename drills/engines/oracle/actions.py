@@ -1,4 +1,6 @@
-"""The Oracle engine's SQL-level actions: a statement, a switchover verification, a log switch.
+"""The Oracle engine's SQL-level actions: a statement, a switchover verification, a log switch;
+and what it runs for two engine-neutral actions (``drills.engine.neutral``): the fence of a
+failover (confirmed, never forced) and the rejoin of the old primary (reinstated, or a failure).
 
 Each runs through the node's session (``Targets.sql``: python-oracledb, the node's user and
 privilege); ``describe`` says what would run where, for ``drctl plan``. Actions that run the
@@ -14,6 +16,8 @@ from pydantic import Field
 
 from drills.engine.catalogue import ActionResult, ActionSpec, Params
 from drills.engine.targets import Targets
+from drills.engines.oracle.broker import ReinstateParams, reinstate_describe, reinstate_run
+from drills.engines.oracle.tools import ToolFailed
 from drills.model.errors import InputError
 from verify.oracle import oracle_access
 
@@ -99,6 +103,52 @@ def archive_describe(targets: Targets, role: str, params: Params) -> list[str]:
     return [f"{_where(targets, role)}: {ARCHIVE_SQL}"]
 
 
+# -- oracle.fence ------------------------------------------------------------------------------
+# What Oracle runs for db.fence. An Oracle primary is not stopped by drctl to fence it: the
+# fence is what the step's checks confirm (its instance down on its host, no session that could
+# write); while it is still open read write they do not hold, and the failover does not start
+# unless the run carries the step's override.
+
+
+def _fence_sentence(name: str) -> str:
+    return (
+        f"nothing is stopped or killed on {name}: the fence is confirmed by the step's checks "
+        "(its instance down on its host, no session that could write), never forced"
+    )
+
+
+def fence_run(targets: Targets, role: str, params: Params, timeout: float) -> ActionResult:
+    name, _ = targets.node(role)
+    return ActionResult(_fence_sentence(name), {"node": name, "forced": False})
+
+
+def fence_describe(targets: Targets, role: str, params: Params) -> list[str]:
+    return [_fence_sentence(targets.node(role)[0])]
+
+
+# -- oracle.rejoin_as_standby ----------------------------------------------------------------
+# What Oracle runs for db.rejoin: oracle.dg_reinstate from the new primary (``source``). There
+# an old primary without FLASHBACK_ON passes, saying it needs rebuilding (the failover drill's
+# outcome); a rejoin that did not rejoin fails, saying the same, so a playbook's checks are not
+# left polling for a standby that will not come.
+
+
+class RejoinParams(Params):
+    source: str = Field(description="Role of the new primary, which reinstates this one.")
+
+
+def rejoin_run(targets: Targets, role: str, params: RejoinParams, timeout: float) -> ActionResult:
+    result = reinstate_run(targets, params.source, ReinstateParams(database=role), timeout)
+    if result.data.get("needs_rebuild"):
+        name, _ = targets.node(role)
+        raise ToolFailed(result.output, host=name, data=result.data)
+    return result
+
+
+def rejoin_describe(targets: Targets, role: str, params: RejoinParams) -> list[str]:
+    return reinstate_describe(targets, params.source, ReinstateParams(database=role))
+
+
 def oracle_actions() -> list[ActionSpec]:
     """The SQL-level actions of the Oracle engine (the tools' are ``toolset.tool_actions``)."""
     return [
@@ -128,6 +178,26 @@ def oracle_actions() -> list[ActionSpec]:
             archive_describe,
             True,
             "Archive the current online log on the primary, so the standbys receive all redo.",
+            ENGINE,
+        ),
+        ActionSpec(
+            "oracle.fence",
+            Params,
+            fence_run,
+            fence_describe,
+            False,
+            "Fence the old primary by confirmation only: nothing is stopped; the step's checks "
+            "confirm its instance is down and it takes no writes.",
+            ENGINE,
+        ),
+        ActionSpec(
+            "oracle.rejoin_as_standby",
+            RejoinParams,
+            rejoin_run,
+            rejoin_describe,
+            True,
+            "Reinstate the old primary as a standby of the new one (source) when FLASHBACK_ON; "
+            "otherwise fail, saying it needs rebuilding.",
             ENGINE,
         ),
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from drills.engine.catalogue import Catalogue, CheckFn, check_spec
+from drills.engine.catalogue import Catalogue, CheckFn, Equivalent, check_spec
 from verify import inspection, postgres, reconcile
 from verify.result import Observation, Probe
 
@@ -64,3 +64,23 @@ def register(catalogue: Catalogue) -> None:
     catalogue.add_checks(*(check_spec(n, p, f, ENGINE) for n, p, f in checks))
     catalogue.observe_roles_with(ENGINE, postgres.server_role)
     catalogue.measure_with(ENGINE, PostgresInstruments())
+    equate_neutral(catalogue)
+
+
+def equate_neutral(catalogue: Catalogue) -> None:
+    """What PostgreSQL runs for the engine-neutral actions and checks (``drills.engine.neutral``):
+    each is the action or check of the same meaning, with the same role and parameters."""
+    for neutral, own in (
+        ("db.crash", "pg.kill"),
+        ("db.fence", "pg.fence"),
+        ("db.failover", "pg.promote"),
+        ("db.rejoin", "pg.rejoin_as_standby"),
+        ("db.count_lost_transactions", "pg.count_lost_transactions"),
+        ("db.is_primary", "pg.is_primary"),
+        ("db.is_standby", "pg.is_standby"),
+        ("db.takes_writes", "pg.takes_writes"),
+        ("db.rejects_writes", "pg.rejects_writes"),
+        ("db.fenced", "pg.fenced"),
+        ("db.replicating", "pg.streaming"),
+    ):
+        catalogue.equate(ENGINE, neutral, Equivalent(own))
