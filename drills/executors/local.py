@@ -3,6 +3,17 @@
 As root, a command for another user runs under ``runuser``; files and processes are read
 in-process where we may (a check polled every few milliseconds needs that), and as the user
 through commands where only that user may.
+
+A command's timeout bounds it, whatever it started. Each command runs in a session of its own
+(so a timeout kills its whole process group), and a process that escaped it (``setsid``, a
+double fork) is found anyway: each command carries a random ``DRCTL_COMMAND_ID`` in its
+environment, which its descendants inherit, and its stdout and stderr are pipes that such a
+process may still hold open (which is what kept a step waiting long past its timeout). On a
+timeout every process of the command's session or group, every process carrying its id, every
+holder of its pipes and every descendant of those is SIGKILLed (:func:`kill_command_tree`),
+each through a pidfd checked against its start time, so a pid reused meanwhile is never hit.
+No cgroup is needed; a process that escaped, cleared its environment and closed the pipes is
+not found (it no longer holds the step either).
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal as signals
 import socket
@@ -30,7 +42,9 @@ from drills.executors.host import (
 )
 from drills.model.errors import CommandTimeout, ExecutorError
 
-__all__ = ["CommandResult", "LocalExecutor", "as_user_argv", "describe"]
+__all__ = ["COMMAND_ID_ENV", "CommandResult", "LocalExecutor", "as_user_argv", "describe"]
+
+COMMAND_ID_ENV = "DRCTL_COMMAND_ID"  # in every command's environment: finds its escaped processes
 
 
 def as_user_argv(argv: Sequence[str], user: str | None) -> list[str]:
@@ -81,6 +95,7 @@ class LocalExecutor(PosixHost):
         if cwd is None and user and not _is_self(user):
             cwd = "/"  # a directory every user may enter
         started = time.monotonic()
+        command_id = secrets.token_hex(8)
         try:
             # A new session, so a timeout kills the whole process group, not only its leader.
             proc = subprocess.Popen(
@@ -89,7 +104,7 @@ class LocalExecutor(PosixHost):
                 stderr=subprocess.PIPE,
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 text=True,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, **(env or {}), COMMAND_ID_ENV: command_id},
                 cwd=cwd,
                 start_new_session=True,
             )
@@ -100,13 +115,21 @@ class LocalExecutor(PosixHost):
         try:
             stdout, stderr = proc.communicate(input=input, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
+            pipes = _pipes_of(proc)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signals.SIGKILL)
-            # A grandchild that left the group may hold the pipes open: do not wait on it.
+            escaped = kill_command_tree(proc.pid, command_id, pipes)
+            # Every holder of the pipes is gone now; should one remain, do not wait on it.
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.communicate(timeout=2)
+            what = (
+                f"; its process group and {len(escaped)} process(es) that had left it "
+                f"(pid {', '.join(str(p) for p in escaped[:5])}) were killed"
+                if escaped
+                else "; its process group was killed"
+            )
             raise CommandTimeout(
-                f"{describe(argv, user)} did not finish within {timeout:g}s", host=self.host
+                f"{describe(argv, user)} did not finish within {timeout:g}s{what}", host=self.host
             ) from exc
         result = CommandResult(
             tuple(full),
@@ -206,3 +229,112 @@ def _proc_stat(pid: int) -> ProcessInfo | None:
             return parse_stat(handle.read())
     except OSError:
         return None
+
+
+# -- a timed-out command's processes, escaped ones included -------------------------------------
+
+
+def _pipes_of(proc: subprocess.Popen[str]) -> set[str]:
+    """The pipes of a command's stdout and stderr, as /proc names them (``pipe:[INODE]``)."""
+    found = set()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is None:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            found.add(os.readlink(f"/proc/self/fd/{stream.fileno()}"))
+    return found
+
+
+def _stat_fields(pid: int) -> tuple[int, int, int, str] | None:
+    """ppid, pgrp, session and start time of a live process (fields 4-6 and 22 of stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            tail = handle.read().rpartition(") ")[2].split()
+        if tail[0] in ("Z", "X"):
+            return None
+        return int(tail[1]), int(tail[2]), int(tail[3]), tail[19]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _carries(pid: int, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return marker in handle.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _holds(pid: int, pipes: set[str]) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in pipes:
+                return True
+    return False
+
+
+def command_tree(leader: int, command_id: str, pipes: set[str]) -> dict[int, tuple[int, str]]:
+    """The processes of a command (pid → process group, start time): its session and process
+    group (both
+    ``leader``), those carrying its ``DRCTL_COMMAND_ID``, those holding its pipes, and every
+    descendant of any of them."""
+    me = os.getpid()
+    marker = f"{COMMAND_ID_ENV}={command_id}".encode()
+    table: dict[int, tuple[int, int, int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            fields = _stat_fields(int(entry))
+            if fields is not None:
+                table[int(entry)] = fields
+    found = {
+        pid
+        for pid, (_, pgrp, session, _) in table.items()
+        if leader in (pgrp, session) or _carries(pid, marker) or (pipes and _holds(pid, pipes))
+    }
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, *_) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found and child != me:
+                found.add(child)
+                todo.append(child)
+    return {pid: (table[pid][1], table[pid][3]) for pid in found}
+
+
+def _kill_checked(pid: int, started: str) -> bool:
+    """SIGKILL ``pid`` only if it is still the process that started at ``started``."""
+    try:
+        handle = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        now = _stat_fields(pid)
+        if now is None or now[3] != started:
+            return False  # gone, or the pid now names another process
+        signals.pidfd_send_signal(handle, signals.SIGKILL)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(handle)
+
+
+def kill_command_tree(leader: int, command_id: str, pipes: set[str]) -> list[int]:
+    """SIGKILL every process of a timed-out command (see :func:`command_tree`), again until
+    none is left (one may fork while we look); the pids killed outside its process group."""
+    escaped: list[int] = []
+    for _ in range(5):
+        tree = command_tree(leader, command_id, pipes)
+        if not tree:
+            break
+        for pid, (group, started) in tree.items():
+            if _kill_checked(pid, started) and group != leader and pid not in escaped:
+                escaped.append(pid)
+        time.sleep(0.02)
+    return escaped

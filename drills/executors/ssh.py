@@ -18,6 +18,7 @@ place that happens); nothing above this module sees a library exception.
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import socket
 import threading
@@ -41,6 +42,8 @@ from drills.executors.ssh_command import (
     become_argv,
     become_failed,
     env_lines,
+    kill_argv,
+    parse_killed,
     wrap_command,
 )
 from drills.executors.ssh_errors import (
@@ -359,7 +362,8 @@ class SshExecutor(PosixHost):
         become = self._become_for(user)
         remote = self._remote_line(argv, user)
         stdin = env_lines(env, remote, self.host) + (input or "").encode("utf-8")
-        command = wrap_command(argv, become=become, env=bool(env), cwd=cwd)
+        command_id = secrets.token_hex(8)
+        command = wrap_command(argv, become=become, env=bool(env), cwd=cwd, command_id=command_id)
         started = time.monotonic()
         channel = self._open_channel(remote)
         try:
@@ -372,7 +376,7 @@ class SshExecutor(PosixHost):
                     exc, node=self.host, address=self.endpoint, doing=f"starting {remote} on"
                 ) from exc
             returncode, stdout, stderr = self._collect(
-                channel, stdin, started + timeout, argv, user, remote, timeout
+                channel, stdin, started + timeout, argv, user, remote, timeout, command_id
             )
         finally:
             channel.close()
@@ -417,6 +421,7 @@ class SshExecutor(PosixHost):
         user: str | None,
         remote: str,
         timeout: float,
+        command_id: str,
     ) -> tuple[int, StreamTail, StderrTail]:
         stdout, stderr = StreamTail(), StderrTail()
         writer: threading.Thread | None = None
@@ -450,12 +455,12 @@ class SshExecutor(PosixHost):
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._timed_out(channel, stderr, argv, user, timeout)
+                self._timed_out(channel, stderr, argv, user, timeout, command_id)
             select.select([wakeup], [], [], min(remaining, 1.0))
         # The exit status follows the EOF (a command may also close its output and go on).
         while not channel.status_event.wait(min(max(deadline - time.monotonic(), 0), 1.0)):
             if time.monotonic() >= deadline:
-                self._timed_out(channel, stderr, argv, user, timeout)
+                self._timed_out(channel, stderr, argv, user, timeout, command_id)
         if writer is not None:
             writer.join(timeout=1)
         if channel.exit_status_ready() and channel.exit_status != -1:
@@ -481,40 +486,66 @@ class SshExecutor(PosixHost):
         argv: Sequence[str],
         user: str | None,
         timeout: float,
+        command_id: str,
     ) -> None:
         described = self.describe(argv, user)
         pgid = stderr.pgid
-        if pgid is None:
-            what = "its process group was never announced, so it may still run there"
-        elif self._kill_group(channel, pgid, user):
-            what = f"its process group {pgid} was killed there"
+        killed = self._kill_command(channel, pgid, user, command_id)
+        if killed is None:
+            what = (
+                "its process group was never announced, so it may still run there"
+                if pgid is None
+                else f"killing its process group {pgid} there failed: it may still run"
+            )
         else:
-            what = f"killing its process group {pgid} there failed: it may still run"
+            group, escaped = killed
+            if pgid is None:
+                what = "its process group was never announced"
+            elif group:
+                what = f"its process group {pgid} was killed there"
+            else:
+                what = f"its process group {pgid} was gone"
+            if escaped:
+                what += f", and {escaped} process(es) of it that had left the group"
+            elif pgid is None:
+                what += ", and no process of it was found there"
         channel.close()
         raise CommandTimeout(
             f"{described} did not finish within {timeout:g}s; {what}", host=self.host
         )
 
-    def _kill_group(self, channel: paramiko.Channel, pgid: int, user: str | None) -> bool:
-        """``kill -KILL`` the process group on a second channel (as the command's user)."""
-        kill = ["kill", "-s", "KILL", "--", f"-{pgid}"]
+    def _kill_command(
+        self, channel: paramiko.Channel, pgid: int | None, user: str | None, command_id: str
+    ) -> tuple[bool, int] | None:
+        """Kill the process group and every process carrying the command's id (those that
+        escaped the group and may hold the channel open), on a second channel, as the
+        command's user (:func:`~drills.executors.ssh_command.kill_argv`). What the killer
+        said, or None when it could not run."""
+        kill = kill_argv(pgid, command_id)
         become = self._become_for(user)
         line = shell_join(kill if become is None else become_argv(*become, kill))
         transport = channel.get_transport()  # the command's own connection
         if not transport.is_active():
-            return False
+            return None
         try:
             killer = transport.open_session(timeout=KILL_TIMEOUT)
             try:
                 killer.exec_command(line)
                 killer.shutdown_write()
-                if not killer.status_event.wait(KILL_TIMEOUT):
-                    return False
-                return killer.exit_status == 0
+                output = StreamTail()
+                deadline = time.monotonic() + KILL_TIMEOUT
+                while not killer.status_event.wait(0.05):
+                    while killer.recv_ready():
+                        output.add(killer.recv(READ_SIZE))
+                    if time.monotonic() > deadline:
+                        return None
+                while killer.recv_ready():
+                    output.add(killer.recv(READ_SIZE))
+                return parse_killed(output.text())
             finally:
                 killer.close()
         except (OSError, EOFError, paramiko.SSHException):
-            return False
+            return None
 
     def _judge(
         self,

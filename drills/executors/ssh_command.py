@@ -6,6 +6,9 @@ Every command runs inside a small ``sh`` wrapper (:func:`wrap_command`) that
 - announces its process group on stderr (``drctl-pgid N``, stripped from the output by
   :class:`StderrTail`), so a command past its deadline is killed on the host, not merely
   abandoned;
+- exports the command's random id (``DRCTL_COMMAND_ID``), which every process it starts
+  inherits, so that one that escaped the process group (``setsid``, a double fork) and keeps
+  the channel open is found and killed too (:func:`kill_line`);
 - reads ``NAME=value`` lines from stdin up to an empty line and exports them
   (:func:`env_lines` writes them), so secrets (``PGPASSWORD``) never appear on a command line;
   the rest of stdin goes to the command;
@@ -25,6 +28,9 @@ from drills.executors.host import STREAM_LIMIT, CommandResult, shell_join
 from drills.model.errors import BecomeFailed, InputError
 
 PGID_MARK = b"drctl-pgid "
+KILLED_MARK = "drctl-killed "
+COMMAND_ID_ENV = "DRCTL_COMMAND_ID"
+COMMAND_ID = re.compile(r"^[0-9a-f]{8,64}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # The wrapper, run by ``sh`` on the host. ``g`` prints the process-group field of
@@ -39,13 +45,20 @@ def wrap_command(
     become: tuple[str, str] | None = None,
     env: bool = False,
     cwd: str | None = None,
+    command_id: str | None = None,
 ) -> str:
     """The command string sent to sshd for ``argv``: the wrapper (see the module docstring),
     behind ``sudo -n -u USER --`` or ``su -s /bin/sh USER -c`` when ``become`` is
-    ``(method, user)``. No value of ``env`` is ever part of it, only whether to read some."""
+    ``(method, user)``. No value of ``env`` is ever part of it, only whether to read some.
+    ``command_id`` (hex) is exported as ``DRCTL_COMMAND_ID`` after ``become``, so that it
+    reaches every process of the command (sudo would drop it)."""
     if not argv:
         raise InputError("an empty command cannot run")
     script = _ANNOUNCE + (_READ_ENV if env else "")
+    if command_id is not None:
+        if not COMMAND_ID.match(command_id):
+            raise InputError(f"a command id is hex digits, not {command_id!r}")
+        script += f"export {COMMAND_ID_ENV}={command_id}; "
     if cwd is None and become is not None:
         cwd = "/"  # a directory every user may enter
     if cwd is not None:
@@ -58,6 +71,39 @@ def wrap_command(
     if method == "sudo":
         return f"exec sudo -n -u {shlex.quote(user)} -- {inner}"
     return f"exec su -s /bin/sh {shlex.quote(user)} -c {shlex.quote('exec ' + inner)}"
+
+
+# The killer of a timed-out command, run by ``sh`` on the host as the command's user, with the
+# process group ($1, empty when never announced) and the command id ($2): it kills the group,
+# then every process whose environment holds the id (grep -l over /proc/*/environ: one process
+# for the whole scan; a zombie's environ is empty), five rounds at most in case one forked
+# meanwhile, and says what it did: ``drctl-killed GROUP_STATUS ESCAPED_COUNT``.
+_KILLER = (
+    'r=1; n=0; i=0; if [ -n "$1" ]; then kill -s KILL -- "-$1" 2>/dev/null && r=0; '
+    "sleep 0.05 2>/dev/null || :; fi; "
+    "while [ $i -lt 5 ]; do i=$((i+1)); "
+    f'l=$(grep -lsF "{COMMAND_ID_ENV}=$2" /proc/[0-9]*/environ); [ -n "$l" ] || break; '
+    'for f in $l; do p=${f#/proc/}; p=${p%/environ}; [ "$p" = "$$" ] && continue; '
+    'kill -s KILL "$p" 2>/dev/null && n=$((n+1)); done; sleep 0.05 2>/dev/null || :; done; '
+    f'echo "{KILLED_MARK}$r $n"'
+)
+
+
+def kill_argv(pgid: int | None, command_id: str) -> list[str]:
+    """The command that kills a timed-out command's process group and its escaped processes."""
+    if not COMMAND_ID.match(command_id):
+        raise InputError(f"a command id is hex digits, not {command_id!r}")
+    return ["sh", "-c", _KILLER, "sh", "" if pgid is None else str(pgid), command_id]
+
+
+def parse_killed(output: str) -> tuple[bool, int] | None:
+    """What the killer said: (the group was killed, how many escaped processes were)."""
+    for line in output.splitlines():
+        if line.startswith(KILLED_MARK):
+            words = line[len(KILLED_MARK) :].split()
+            if len(words) == 2 and words[1].isdigit():
+                return words[0] == "0", int(words[1])
+    return None
 
 
 def become_argv(method: str, user: str, argv: Sequence[str]) -> list[str]:
