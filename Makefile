@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean system-packages
+.PHONY: demo test faults lint bench clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "drctl needs Python >= 3.11"'
@@ -21,6 +21,12 @@ demo: $(STAMP)
 ## Lint, type-check and run every test (real PostgreSQL, real Prefect).
 test: system-packages $(STAMP) lint
 	$(VENV)/bin/python -m pytest
+
+## Every fault scenario of issue 10 on the one-host lab and the two-site lab (as root: the
+## two-site lab's sshd and the records-disk mounts); a table, then one line
+## `faults: N scenarios, N survived, N records complete, lost N counted N`. Fails if any fails.
+faults: system-packages $(STAMP)
+	$(VENV)/bin/python -m tests.faults
 
 ## Debian packages the tests need (PDF: Pango and a CJK font); installed when run as root.
 system-packages:

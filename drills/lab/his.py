@@ -244,6 +244,20 @@ def running(state_file: Path) -> StandIn | None:
     return StandIn(pid, port, log, host) if b"drills.lab.his" in cmdline else None
 
 
+def app_status(state_file: Path) -> dict[str, object] | None:
+    """The stand-in a lab started: its URL, pid, and whether /health answers 200 now."""
+    app = running(state_file)
+    if app is None:
+        return None
+    import httpx
+
+    try:
+        health = httpx.get(f"{app.base_url}/health", timeout=2, trust_env=False).status_code
+    except httpx.HTTPError:
+        health = None
+    return {"name": "app", "role": "app", "url": app.base_url, "pid": app.pid, "health": health}
+
+
 def stop(state_file: Path) -> int | None:
     """Stop the stand-in named by the state file; the pid it stopped, or None."""
     standin = running(state_file)

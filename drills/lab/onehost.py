@@ -34,7 +34,7 @@ from pathlib import Path
 
 from drills.executors.local import LocalExecutor
 from drills.executors.postgres import SqlExecutor
-from drills.lab import his
+from drills.lab import his, link
 from drills.lab.binaries import (
     can_run_as,
     ensure_system_user,
@@ -52,6 +52,7 @@ from drills.lab.files import (
     write_owned,
 )
 from drills.lab.pgconf import DB_USER, HBA, HOST, server_conf, standby_auto_conf
+from drills.lab.primaryguard import check_start, local_guard_nodes, refusal
 from drills.lab.processes import running_pid, wait_processes_gone
 from drills.lab.servers import (
     NodeStatus,
@@ -146,22 +147,33 @@ class Lab:
 
     def app_status(self) -> dict[str, object] | None:
         """The HIS stand-in: its URL, pid, and whether /health answers 200 now."""
-        app = his.running(self.his_state)
-        if app is None:
-            return None
-        import httpx
+        return his.app_status(self.his_state)
 
-        try:
-            health = httpx.get(f"{app.base_url}/health", timeout=2, trust_env=False).status_code
-        except httpx.HTTPError:
-            health = None
-        return {"name": "app", "role": "app", "url": app.base_url, "pid": app.pid, "health": health}
-
-    def up(self, *, primary_port: int | None = None, standby_port: int | None = None) -> UpResult:
+    def up(
+        self,
+        *,
+        primary_port: int | None = None,
+        standby_port: int | None = None,
+        link_proxy: bool = False,
+    ) -> UpResult:
+        """``link_proxy``: the standby streams through the lab's link proxy
+        (:mod:`drills.lab.link`); a proxy that ran before is started again either way."""
         with lab_errors("lab up failed"):
             if self.exists():
-                return self._up_existing(primary_port, standby_port)
-            return self._create(primary_port, standby_port)
+                result = self._up_existing(primary_port, standby_port)
+            else:
+                result = self._create(primary_port, standby_port)
+            if link_proxy or link.state_file(self.lab_dir).exists():
+                route = link.route_standby(self.environment(), self.lab_dir)
+                result.messages.append(route.message)
+            return result
+
+    def environment(self) -> Environment:
+        """The lab's environment, as `--env lab` gives it (the HIS stand-in left out)."""
+        state = self._load_state()
+        if state.pg_bin is None:
+            raise LabError(f"the lab state {self.state_file} names no binaries")
+        return self._environment(state.nodes, state.pg_bin, state.os_user)
 
     def down(self) -> DownResult:
         with lab_errors("lab down failed"):
@@ -179,6 +191,9 @@ class Lab:
         if app_pid is not None:
             stopped.append(f"HIS stand-in (pid {app_pid})")
         self.his_log.unlink(missing_ok=True)
+        proxy_pid = link.stop_proxy(self.lab_dir)
+        if proxy_pid is not None:
+            stopped.append(f"link proxy (pid {proxy_pid})")
         for node in state.nodes:
             pid = self._stop_node(node, state)
             if pid is None:
@@ -355,14 +370,25 @@ class Lab:
         stopped = [node for node in state.nodes if running_pid(node.data_dir) is None]
         if not stopped:
             messages.insert(0, "lab is already up")
+        elif state.pg_bin is None:
+            raise LabError(
+                f"cannot start {stopped[0].name}: the lab state {self.state_file} names no "
+                "binaries; run `drctl lab down` first"
+            )
         for node in stopped:
-            if state.pg_bin is None:
-                raise LabError(
-                    f"cannot start {node.name}: the lab state {self.state_file} names no "
-                    "binaries; run `drctl lab down` first"
-                )
+            wait_processes_gone(node.data_dir, node.name)
+        plan = (
+            check_start(local_guard_nodes(self._local, state, ENVIRONMENT_NAME), state.pg_bin)
+            if state.pg_bin
+            else None
+        )
+        order = plan.start if plan is not None else []
+        started: list[str] = []
+        for node in sorted(
+            (n for n in stopped if n.name in order), key=lambda n: order.index(n.name)
+        ):
+            assert state.pg_bin is not None
             try:
-                wait_processes_gone(node.data_dir, node.name)
                 self._pg_ctl_start(node, state.pg_bin, state.os_user)
             except (DrillError, OSError) as exc:
                 message = (
@@ -374,6 +400,7 @@ class Lab:
                     message += f"\nlast lines of {node.log_file}:\n{tail}"
                 raise LabError(message) from exc
             messages.append(f"started {node.name} (pid {running_pid(node.data_dir)})")
+            started.append(node.name)
         app = his.running(self.his_state)
         if app is None:
             try:
@@ -383,6 +410,8 @@ class Lab:
             messages.append(f"started the HIS stand-in on {app.base_url} (pid {app.pid})")
         if state.pg_bin is not None:
             self._write_environment(state.nodes, state.pg_bin, state.os_user, app.port)
+        if plan is not None and plan.refused:
+            raise refusal(plan, started)
         return UpResult(
             created=False,
             nodes=self.status(),

@@ -37,10 +37,11 @@ from pydantic import ValidationError
 
 from drills.executors.postgres import SqlExecutor, node_dsn
 from drills.executors.ssh import SshExecutor
-from drills.lab import his
+from drills.lab import his, link
 from drills.lab.binaries import find_pg_bin, reachable_bin
 from drills.lab.files import atomic_write, describe_error, lab_errors, log_tail, remove_path
 from drills.lab.pgconf import CONNECT_TIMEOUT, DATABASE, DB_USER
+from drills.lab.primaryguard import GuardNode, SecondPrimaryRefused, check_start, refusal
 from drills.lab.sites import (
     APP_ADDRESS,
     Site,
@@ -145,21 +146,30 @@ class TwoSiteLab:
     def exists(self) -> bool:
         return self.state_file.exists()
 
-    def up(self) -> UpResult:
+    def up(self, *, link_proxy: bool = False) -> UpResult:
+        """``link_proxy``: site B's standby streams through the lab's link proxy
+        (:mod:`drills.lab.link`); a proxy that ran before is started again either way."""
         with lab_errors("lab up --sites 2 failed"):
             unavailable = not_available_error()
             if unavailable is not None:
                 raise unavailable
-            if not self.exists():
-                return self._create()
-            try:
-                return self._up_existing()
-            except DrillError as exc:
-                raise LabError(
-                    f"could not start the two-site lab in {self.lab_dir} again: "
-                    f"{describe_error(exc)}; run `drctl lab down --sites 2` first, then "
-                    "`drctl lab up --sites 2`"
-                ) from exc
+            result = self._create() if not self.exists() else self._up_again()
+            if link_proxy or link.state_file(self.lab_dir).exists():
+                route = link.route_standby(self._environment(self._load_state()), self.lab_dir)
+                result.messages.append(route.message)
+            return result
+
+    def _up_again(self) -> UpResult:
+        try:
+            return self._up_existing()
+        except SecondPrimaryRefused:
+            raise
+        except DrillError as exc:
+            raise LabError(
+                f"could not start the two-site lab in {self.lab_dir} again: "
+                f"{describe_error(exc)}; run `drctl lab down --sites 2` first, then "
+                "`drctl lab up --sites 2`"
+            ) from exc
 
     def status(self) -> list[SiteStatus]:
         state = self._load_state()
@@ -168,16 +178,7 @@ class TwoSiteLab:
             return [self._site_status(site, state, environment) for site in self.sites]
 
     def app_status(self) -> dict[str, object] | None:
-        app = his.running(self.his_state)
-        if app is None:
-            return None
-        import httpx
-
-        try:
-            health = httpx.get(f"{app.base_url}/health", timeout=2, trust_env=False).status_code
-        except httpx.HTTPError:
-            health = None
-        return {"name": "app", "role": "app", "url": app.base_url, "pid": app.pid, "health": health}
+        return his.app_status(self.his_state)
 
     def down(self) -> DownResult:
         with lab_errors("lab down --sites 2 failed"):
@@ -285,20 +286,46 @@ class TwoSiteLab:
                 self._write_state(state)
                 messages.append(f"started the sshd of {site.name} again (pid {sshd.pid})")
         environment = self._environment(state)
-        for site in self.sites:
-            with self._executor(environment, site) as executor:
-                if executor.instance_processes(str(site.data_dir)).state != "running":
-                    wait_gone(executor, site, reaped=True)
-                    pg_ctl_start(executor, site, state.pg_bin)
-                    messages.append(f"started {site.node} on {site.name} over SSH")
+        executors = {site.node: self._executor(environment, site) for site in self.sites}
+        started: list[str] = []
+        try:
+            plan = check_start(self._guard_nodes(environment, executors), state.pg_bin)
+            for node in plan.start:
+                site = next(s for s in self.sites if s.node == node)
+                wait_gone(executors[node], site, reaped=True)
+                pg_ctl_start(executors[node], site, state.pg_bin)
+                messages.append(f"started {site.node} on {site.name} over SSH")
+                started.append(site.node)
+        finally:
+            for executor in executors.values():
+                executor.close()
         app = his.running(self.his_state)
         if app is None:
             app = his.start(self.his_state, self.his_log, self._his_dsn(state), host=APP_ADDRESS)
             messages.append(f"started the HIS stand-in on {app.base_url} (pid {app.pid})")
         self._write_environment(state, app.port)
+        if plan.refused:
+            raise refusal(plan, started)
         return UpResult(
             False, self.status(), self.environment_file, messages or ["lab is already up"]
         )
+
+    def _guard_nodes(
+        self, environment: Environment, executors: dict[str, SshExecutor]
+    ) -> list[GuardNode]:
+        nodes = []
+        for site in self.sites:
+            node = environment.nodes[site.node]
+            where = f"on {site.name} as {site.user} (ssh -p {node.ssh.port if node.ssh else 22} "
+            where += f"{site.user}@{site.address})"
+            conninfo_text = f"host={node.host} port={node.port} user={DB_USER}"
+            nodes.append(
+                GuardNode(
+                    *(site.node, str(site.data_dir), node_dsn(node), conninfo_text),
+                    *(executors[site.node], None, where),
+                )
+            )
+        return nodes
 
     # ------------------------------------------------------------------ down
 
@@ -313,6 +340,9 @@ class TwoSiteLab:
                 stopped.append(f"HIS stand-in (pid {app_pid})")
         except OSError as exc:
             problems.append(f"HIS stand-in: {describe_error(exc)}")
+        proxy_pid = link.stop_proxy(self.lab_dir)
+        if proxy_pid is not None:
+            stopped.append(f"link proxy (pid {proxy_pid})")
         environment = self._environment(state) if state.ssh_port and state.pg_port else None
         for site in self.sites:
             stopped += self._stop_site(site, state, environment, messages)
