@@ -83,6 +83,7 @@ from drills.engine.listeners import (
     step_lines,
 )
 from drills.engine.runner import Runner, RunRequest, StepFn
+from drills.engine.stopping import StopRequested, handlers_for_the_run
 from drills.model.approval import Approval
 from drills.model.check import CheckResult
 from drills.model.errors import DrillError, InputError
@@ -141,7 +142,7 @@ class DrillEnded(Exception):
         self.record_id, self.status, self.reason = record_id, status, reason
 
 
-QUIET = (DrillEnded, DrillError)
+QUIET = (DrillEnded, DrillError, StopRequested)
 
 
 class QuietOutcomes(logging.Filter):
@@ -538,7 +539,9 @@ def run_flow_body(fields: dict[str, Any]) -> State[Any]:
     started = run_ids_var.get()
     if started is not None:
         started.append(runner.run_id)
-    with step_tasks.running():
+    # Under drctl's CLI a signal stops the run as without Prefect (drills.engine.stopping):
+    # Prefect's own SIGTERM handler would raise wherever the run is, in a promotion too.
+    with step_tasks.running(), handlers_for_the_run():
         try:
             record = runner.run()
         except DrillError as exc:  # refused before it began (another run holds the environment)

@@ -6,6 +6,7 @@ Exit codes: 0 passed; 1 ran but failed (a step or an objective); 2 invalid input
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from drills.cli.common import EXIT, console, err, run_request
+from drills.cli.continuation import register_continuation
 from drills.cli.env import register_env
 from drills.cli.incident import register_incident
 from drills.cli.ops import register_ops
@@ -24,6 +26,7 @@ from drills.cli.records import register_records
 from drills.cli.reports import register_reports
 from drills.cli.status import register_status, version_callback
 from drills.cli.verify import verify_app
+from drills.engine.stopping import StopRequested
 from drills.home import drctl_home, subdir
 from drills.model.errors import DrillError, InputError, Problem, ValidationFailed
 
@@ -46,6 +49,7 @@ register_ops(app)
 register_incident(app)  # incident declare, ack
 register_env(app)  # env check
 register_status(app)  # status
+register_continuation(app)  # resume, abort
 
 
 @app.callback()
@@ -95,6 +99,14 @@ def lab_up(
     primary_port: Annotated[int | None, typer.Option(help="Port for pg1 (default: free).")] = None,
     standby_port: Annotated[int | None, typer.Option(help="Port for pg2 (default: free).")] = None,
     sites: Annotated[int, typer.Option("--sites", help=SITES_HELP)] = 1,
+    link_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--link-proxy",
+            help="The standby streams through a loopback proxy that tests can cut and "
+            "throttle (drills/lab/linkproxy.py).",
+        ),
+    ] = False,
 ) -> None:
     """Start the lab (or say it is already up) and write its environment (`lab`, `lab-ssh`)."""
     lab, environment = _sites_lab(sites, pg_bin)
@@ -104,9 +116,9 @@ def lab_up(
                 "--primary-port/--standby-port are for the one-host lab: the two-site lab "
                 "gives both servers one port number, free on both sites' addresses"
             )
-        result = lab.up()
+        result = lab.up(link_proxy=link_proxy)
     else:
-        result = lab.up(primary_port=primary_port, standby_port=standby_port)
+        result = lab.up(primary_port=primary_port, standby_port=standby_port, link_proxy=link_proxy)
     for message in result.messages:
         console.print(message)
     _print_lab(result.nodes)
@@ -327,7 +339,7 @@ def run(
     --ticket, --confirm-env (the environment's name typed back) and --reason, asked for
     interactively when missing and a terminal is there."""
     from drills.engine.loader import resolve_environment
-    from drills.engine.runner import RunRequest
+    from drills.model.request import RunRequest
 
     if mode not in ("drill", "real"):
         raise InputError(f"--mode must be drill or real, not {mode!r}")
@@ -491,17 +503,50 @@ def demo(
 
 def main() -> None:
     try:
-        app()
-    except ValidationFailed as exc:
-        for problem in exc.problems:
-            err.print(f"[red]{escape(str(problem))}[/]")
-        sys.exit(exc.exit_code)
-    except DrillError as exc:
-        err.print(f"[red]drctl: {escape(str(exc))}[/]")
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("[magenta]interrupted[/]")
-        sys.exit(3)
+        try:
+            app()
+        except ValidationFailed as exc:
+            for problem in exc.problems:
+                err.print(f"[red]{escape(str(problem))}[/]")
+            sys.exit(exc.exit_code)
+        except DrillError as exc:
+            err.print(f"[red]drctl: {escape(str(exc))}[/]")
+            sys.exit(exc.exit_code)
+        except (KeyboardInterrupt, StopRequested) as exc:
+            # Outside a run (before it began, or after its record was written): nothing to undo.
+            what = exc if isinstance(exc, StopRequested) else "interrupted (Ctrl-C)"
+            err.print(f"[magenta]drctl: {escape(str(what))}, outside a run: nothing changed[/]")
+            sys.exit(3)
+    except SystemExit as exc:
+        if "prefect" not in sys.modules:
+            raise
+        end_now(exc.code)
+
+
+def end_now(code: object) -> None:
+    """Exit after a command that loaded Prefect, once everything is written: the exit handlers
+    run (Prefect's, which stop its temporary API and flush its logs), the interpreter's own
+    teardown of Prefect's modules and threads does not (it took 2.5 s on a loaded 2-CPU host,
+    after an interrupted run that must end within seconds)."""
+    import atexit
+    import os
+
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    if not isinstance(code, int) and code is not None:
+        print(code, file=sys.stderr)
+    # Prefect's logs and events go to its API first, while its temporary API is still up
+    # (the exit handlers stop it before logging's own handler would flush them).
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=5)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -131,18 +131,57 @@ def without_prefect(out: Console, timeout: float | None = None) -> dict[str, Any
     return {"prefect_fallback": fallback}
 
 
+def refuse_if_locked(environment: str) -> None:
+    """Refuse at once, before Prefect or anything else starts, an environment that another
+    run holds, or that a run stopped without finishing left locked (read only)."""
+    from drills.model.errors import RefusedError
+    from drills.records.lock import refusal
+
+    problem = refusal(subdir("locks"), environment)
+    if problem is not None:
+        raise RefusedError(problem)
+
+
+def print_interruption(out: Console, record: Any) -> None:
+    """What an interrupted run left and the commands that come next, one per line."""
+    if record.status != "interrupted" or not record.interruptions:
+        return
+    last = record.interruptions[-1]
+    state = last.get("state") or {}
+    for name in state.get("down") or []:
+        out.print(f"[magenta]left: {escape(name)} is down[/]")
+    for role in state.get("unfilled") or []:
+        out.print(f"[magenta]left: role {escape(role)} is unfilled[/]")
+    for command in last.get("next") or []:
+        out.print(f"next: {escape(command['command'])}  ({escape(command['does'])})")
+
+
 def run_request(request: Any, *, verbose: bool = False, quiet: bool = False) -> Any:
     """Run one request: as a Prefect flow when a Prefect server answers, else at once without
-    Prefect (``flows.direct``); print the record unless ``quiet``."""
+    Prefect (``flows.direct``); print the record unless ``quiet``.
+
+    Ctrl-C and SIGTERM stop the run at a safe place (``drills.engine.stopping``): at once while
+    it waits, else at the end of the step in progress; the record says where and what it left,
+    and the lock stays for ``drctl resume``/``abort``."""
+    from drills.engine.loader import resolve_environment
+    from drills.engine.stopping import install_handlers
+
+    install_handlers()
+    # Everything that can be refused is refused here, before anything starts; a busy or
+    # left-locked environment first, before even the runner is loaded (a second or so).
+    environment = resolve_environment(request.environment)
+    refuse_if_locked(environment.name)
+
     from drills.cli.console import ConsoleProgress, print_record
-    from drills.engine.loader import load_playbook, resolve_environment, resolve_playbook
+    from drills.engine.loader import load_playbook, resolve_playbook
     from drills.engine.runner import check_request
     from drills.records.store import RecordStore
 
-    # Everything that can be refused is refused here, before anything starts.
     loaded = load_playbook(resolve_playbook(request.playbook))
-    environment = resolve_environment(request.environment)
     check_request(loaded, environment, request)
+    from drills.records.room import ensure_room
+
+    ensure_room(subdir("records"))  # a full or read-only records disk: refused (exit 3)
     out = Console(stderr=True, highlight=False, emoji=False) if quiet else console
     direct = without_prefect(out)
     if direct is not None:
@@ -168,11 +207,18 @@ def run_request(request: Any, *, verbose: bool = False, quiet: bool = False) -> 
         prepare_prefect(verbose)
         from flows.drill import run_drill
 
-        if not quiet and not configured_prefect_api_url():
-            console.print("[dim]starting Prefect's temporary API (the first time takes ~20 s)…[/]")
+        if not configured_prefect_api_url():
+            from drills.cli.ephemeral import start_ephemeral_api
+
+            if not quiet:
+                console.print(
+                    "[dim]starting Prefect's temporary API (the first time takes ~20 s)…[/]"
+                )
+            start_ephemeral_api()  # drctl's child: it dies with drctl, SIGKILL included
         run_id = run_drill(request, progress=ConsoleProgress(out))
     store = RecordStore(subdir("records"), subdir("locks"))
     record = store.load(run_id)
     if not quiet:
         print_record(console, record, store.describe(record.id))
+        print_interruption(console, record)
     return record

@@ -47,6 +47,22 @@ def _print(text: str) -> None:
     console.print(escape(text), highlight=False)
 
 
+def name_journal_problems(store: Any) -> None:
+    """Say on stderr which journals are damaged (path and what is wrong) and which moved to a
+    fallback place; the command goes on with the rest."""
+    for reading in store.journal_problems():
+        err.print(f"[yellow]note: {escape(reading.describe())}[/]", highlight=False)
+    moved = store.moved_journals()
+    if moved:
+        err.print(
+            f"[yellow]note: {len(moved)} journal(s) are in a fallback place (the records "
+            f"directory could not take them): "
+            f"{escape(', '.join(str(p) for p in list(moved.values())[:5]))}; "
+            "`drctl records seal --pending` brings them back and seals them[/]",
+            highlight=False,
+        )
+
+
 # -- list / show ---------------------------------------------------------------------------------
 
 
@@ -69,7 +85,9 @@ def records_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> N
     from drills.cli.console import styled
     from drills.model.durations import format_seconds
 
-    records = _store().list()
+    store = _store()
+    records, _ = store.listing()  # the journals left out are among those named here
+    name_journal_problems(store)
     if json_out:
         print(json.dumps([summary(r) for r in records], indent=2, ensure_ascii=False))
         return
@@ -189,6 +207,7 @@ def records_verify(
         store = _store()
         verdict = store.verify(keys, only=record_id)
         if record_id is None:
+            name_journal_problems(store)
             pending = store.unsealed()
             if pending:
                 console.print(
@@ -225,7 +244,21 @@ def records_seal(
         record = store.seal(record_id)
         console.print(f"sealed {record.id} ({record.status}) into {store.location}")
         return
-    done = store.seal_pending()
+    from drills.model.errors import RefusedError
+    from drills.records.store import StoreUnavailable
+
+    try:
+        done = store.seal_pending()
+    except StoreUnavailable as exc:
+        moved = store.moved_journals()
+        where = (
+            f"; journals in a fallback place: {', '.join(str(p) for p in moved.values())}"
+            if moved
+            else ""
+        )
+        raise RefusedError(
+            f"nothing was sealed: {exc}; the runs stay in their journals{where}"
+        ) from exc
     for run_id in done:
         console.print(f"sealed {run_id}")
     console.print(f"{len(done)} record(s) sealed into {store.location}")

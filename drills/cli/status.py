@@ -24,6 +24,23 @@ def _age(since: str) -> str:
     return format_seconds(max(0.0, (datetime.now(UTC) - started).total_seconds()))
 
 
+def _journals() -> dict[str, Any]:
+    """The journals a person must look at: damaged ones (path and what is wrong) and those in a
+    fallback place because the records directory could not take them."""
+    from drills.records.store import RecordStore, StoreError
+
+    store = RecordStore(subdir("records"), subdir("locks"))
+    found: dict[str, Any] = {"damaged": [], "moved": {}}
+    try:
+        found["damaged"] = [
+            {"path": str(r.path), "problem": r.problem} for r in store.journal_problems()
+        ]
+    except StoreError as exc:  # the store is unreachable: the journals alone are still named
+        found["store_problem"] = str(exc)
+    found["moved"] = {run_id: str(path) for run_id, path in store.moved_journals().items()}
+    return found
+
+
 def status(
     json_out: Annotated[bool, typer.Option("--json", help="Print it as JSON.")] = False,
 ) -> None:
@@ -58,6 +75,7 @@ def status(
         prefect["answers"] = problem is None
         if problem:
             prefect["problem"] = problem
+    journals = _journals()
     data = {
         "drctl": drills.__version__,
         "home": str(home),
@@ -65,6 +83,7 @@ def status(
         "locks": locks,
         "labs": labs,
         "prefect": prefect,
+        "journals": journals,
         "os_user": os.environ.get("USER") or str(os.geteuid()),
     }
     if json_out:
@@ -89,6 +108,17 @@ def status(
         console.print(f"lab {found['environment']}: {found['state']}")
     if not labs:
         console.print("no lab here (`drctl lab up`, or `--sites 2`)")
+    for damaged in journals["damaged"]:
+        console.print(
+            f"[yellow]damaged journal[/] {escape(damaged['path'])}: {escape(damaged['problem'])}"
+        )
+    for run_id, path in journals["moved"].items():
+        console.print(
+            f"[yellow]journal in a fallback place[/] {escape(path)} (run {escape(run_id)}: the "
+            "records directory could not take it); `drctl records seal --pending` seals it"
+        )
+    if "store_problem" in journals:
+        console.print(f"[yellow]record store:[/] {escape(journals['store_problem'])}")
     answers = prefect.get("answers")
     console.print(
         f"Prefect API: {escape(str(prefect['api']))}"

@@ -32,6 +32,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from drills.engine.catalogue import Catalogue, default_catalogue
 from drills.engine.checking import run_check
 from drills.engine.human import HUMAN_ACTIONS, HumanHook, run_human_step
 from drills.engine.instruments import Instruments, start_instruments, stop_instruments
+from drills.engine.interruption import interruption_event, position_of
 from drills.engine.listeners import Fanout, Progress
 from drills.engine.loader import (
     LoadedPlaybook,
@@ -58,6 +60,7 @@ from drills.engine.policy import (
     rollback_plan,
 )
 from drills.engine.roles import discover_roles
+from drills.engine.stopping import STOP, WAITING_ACTIONS, StopRequested
 from drills.engine.targets import Connector, Targets
 from drills.home import subdir
 from drills.model.approval import Approval, refusal
@@ -77,8 +80,9 @@ from drills.model.record import (
 )
 from drills.model.redact import redact_data, redact_model, register_environment
 from drills.model.request import RunRequest
-from drills.records.journal import Journal, read_journal
+from drills.records.journal import Journal, JournalMove, JournalMoved
 from drills.records.lock import EnvironmentLock
+from drills.records.room import ensure_room
 from drills.records.store import RecordStore
 
 __all__ = ["RunRequest", "Runner", "check_request", "run_playbook"]
@@ -168,6 +172,8 @@ class Runner:
         self.milestones: list[Milestone] = []
         self.journal: Journal | None = None
         self.targets: Targets | None = None
+        self.writers = Instruments()
+        self.interrupted_note = ""  # kept in the lock when the run is interrupted
 
     # -- journal -----------------------------------------------------------------------------
 
@@ -175,11 +181,70 @@ class Runner:
         """Append one event to the run's journal (redacted)."""
         self._event(kind, **fields)
 
-    def _event(self, kind: str, **fields: Any) -> None:
-        assert self.journal is not None
+    def _event(self, kind: str, **fields: Any) -> JournalMove | None:
         stamp = self.clock.now()
         event = {"event": kind, "at": stamp.at, "offset": stamp.offset, **fields}
-        self.journal.append(redact_data(event))
+        return self._append(redact_data(event))
+
+    def _append(self, *events: dict[str, Any], again: bool = True) -> JournalMove | None:
+        """Append events (together); when the journal could not take them and moved to a
+        fallback place (``drills.records.journal``), say so and (``again``) append them there.
+        The move, if any."""
+        assert self.journal is not None
+        try:
+            self.journal.append_many(list(events))
+        except JournalMoved as moved:
+            sentence = moved.move.sentence()
+            log.info(sentence)  # for the Prefect run's logs; the operator reads it on stderr now
+            print(f"drctl: {sentence}", file=sys.stderr, flush=True)
+            self._event("note", text=sentence)
+            if again:
+                self._append(*events)
+            return moved.move
+        return None
+
+    def _journal_step(self, step: Step, record: StepRecord, moves_before: int) -> StepRecord:
+        """Journal a step's record with its milestones, in one write. A step during which the
+        journal could not be written (it moved) has failed, whatever its checks said: its
+        failure policy runs (rollback), as for any failed step, since a run must not go on
+        changing a site while the proof of what it did is at risk. Its record says where the
+        journal is now."""
+        assert self.journal is not None
+        if len(self.journal.moves) == moves_before:
+            events, marks = self._step_events(step, record)
+            if self._append(*events, again=False) is None:
+                self.milestones += marks
+                return record
+        why = self.journal.moves[-1].sentence()
+        reason = f"{record.reason}; {why}" if record.status == "failed" and record.reason else why
+        record = record.model_copy(update={"status": "failed", "reason": reason})
+        events, marks = self._step_events(step, record)
+        self._append(*events)
+        self.milestones += marks
+        return record
+
+    def _step_events(
+        self, step: Step, record: StepRecord
+    ) -> tuple[list[dict[str, Any]], list[Milestone]]:
+        """A step's journal events: its record, then the milestones it marks (redacted)."""
+        stamp = self.clock.now()
+        marks = [
+            Milestone(name=name, at=when.at, offset=when.offset, step=step.id)
+            for name, when in self._milestones_of(step, record)
+        ]
+        events = [
+            {"event": "step", "at": stamp.at, "offset": stamp.offset, "step": record.model_dump()}
+        ]
+        events += [
+            {
+                "event": "milestone",
+                "at": stamp.at,
+                "offset": stamp.offset,
+                "milestone": m.model_dump(),
+            }
+            for m in marks
+        ]
+        return [redact_data(e) for e in events], marks
 
     def _decide(self, sentence: str) -> str:
         log.info(sentence)
@@ -193,69 +258,26 @@ class Runner:
     # -- the run -----------------------------------------------------------------------------
 
     def run(self) -> Record:
+        ensure_room(self.store.dir)  # a full or read-only records disk refuses the run here
         lock = EnvironmentLock(subdir("locks"), self.env.name)
         lock.acquire(self.run_id, self.clock.started_wall)
         self.journal = Journal(self.store.journal_path(self.run_id))
-        writers = Instruments()
+        return self.guarded(lock, self._run)
+
+    def guarded(self, lock: EnvironmentLock, body: Callable[[], Record]) -> Record:
+        """Run ``body`` (the run, or its continuation) and end it whatever happens. A stop
+        request ends it as interrupted (``drills.engine.stopping``), keeping the lock; so does
+        one of ``interrupts``, which is raised again after (Prefect's TerminationSignal)."""
+        interrupted = False
         try:
-            self._start()
-            self.targets = Targets(self.env, {}, self.connector)
-            self.targets.run_id = self.run_id
-            try:
-                role_map = discover_roles(self.targets, self.playbook.roles, self.catalogue)
-            except DrillError as exc:
-                return self._end("aborted", self._decide(f"roles could not be resolved: {exc}"))
-            self._event(
-                "roles", roles=role_map.roles, observed=role_map.observed, notes=role_map.notes
-            )
-            self.progress.roles(role_map)
-            self.targets.roles = role_map.roles
-            self._reach_hosts()
-            gate = self._preconditions("preconditions")
-            if gate is not None:
-                return self._end("aborted", gate)
-            if self.env.protected and self.request.mode == "real":
-                gate = self._approval()
-                if gate is None:
-                    # The world may have moved while the run waited: ask again.
-                    gate = self._preconditions("preconditions_after_approval")
-                if gate is not None:
-                    return self._end("aborted", gate)
-            try:
-                writers = start_instruments(
-                    self.playbook.measurements,
-                    self.targets,
-                    self.run_id,
-                    self.clock,
-                    self.catalogue,
-                )
-            except DrillError as exc:
-                return self._end(
-                    "aborted",
-                    self._decide(f"the measurements could not start: {exc}; nothing was changed"),
-                )
-            status, reason, rolled_back = self._steps()
-            measurements = merge_measurements(
-                stop_instruments(
-                    writers, self.playbook.measurements, self.env, self.run_id, self.clock
-                ),
-                self._step_measurements(),
-            )
-            self._event("measurements", measurements=measurements.model_dump())
-            objectives = evaluate_objectives(self.objectives, self.milestones, measurements)
-            if status == "passed":
-                missed = [o for o in objectives if not o.met]
-                if missed:
-                    status = "failed"
-                    reason = self._decide(missed_sentence(missed))
-            return self._end(status, reason, rolled_back=rolled_back)
+            with STOP.region("protected", "the run"):
+                return body()
+        except StopRequested as exc:
+            interrupted = True
+            return self._interrupted(exc)
         except self.interrupts as exc:
-            what = (
-                "the operator (Ctrl-C)"
-                if isinstance(exc, KeyboardInterrupt)
-                else (f"a signal ({type(exc).__name__})")
-            )
-            self._end("interrupted", self._decide(f"interrupted by {what}"))
+            interrupted = True
+            self._interrupted(exc)
             raise
         except BaseException as exc:
             log.exception("drctl internal error")
@@ -263,12 +285,87 @@ class Runner:
             self._end("failed", self._decide(f"drctl internal error: {exc!r}"))
             raise
         finally:
-            writers.stop()
+            self.writers.stop()
             if self.targets is not None:
                 self.targets.close()
             if self.journal is not None:
                 self.journal.close()
-            lock.release()
+            if interrupted:
+                lock.keep(self.interrupted_note or "interrupted")
+            else:
+                lock.release()
+
+    def _run(self) -> Record:
+        self._start()
+        self.targets = Targets(self.env, {}, self.connector)
+        self.targets.run_id = self.run_id
+        try:
+            role_map = discover_roles(self.targets, self.playbook.roles, self.catalogue)
+        except DrillError as exc:
+            return self._end("aborted", self._decide(f"roles could not be resolved: {exc}"))
+        self._event("roles", roles=role_map.roles, observed=role_map.observed, notes=role_map.notes)
+        self.progress.roles(role_map)
+        self.targets.roles = role_map.roles
+        self._reach_hosts()
+        gate = self._preconditions("preconditions")
+        if gate is not None:
+            return self._end("aborted", gate)
+        if self.env.protected and self.request.mode == "real":
+            gate = self._approval()
+            if gate is None:
+                # The world may have moved while the run waited: ask again.
+                gate = self._preconditions("preconditions_after_approval")
+            if gate is not None:
+                return self._end("aborted", gate)
+        try:
+            self.writers = start_instruments(
+                self.playbook.measurements,
+                self.targets,
+                self.run_id,
+                self.clock,
+                self.catalogue,
+            )
+        except DrillError as exc:
+            return self._end(
+                "aborted",
+                self._decide(f"the measurements could not start: {exc}; nothing was changed"),
+            )
+        return self._finish(*self._steps())
+
+    def _finish(
+        self, status: Literal["passed", "failed", "aborted"], reason: str, rolled_back: bool
+    ) -> Record:
+        """Stop the writers, measure, judge the objectives, end the run."""
+        measurements = merge_measurements(
+            stop_instruments(
+                self.writers, self.playbook.measurements, self.env, self.run_id, self.clock
+            ),
+            self._step_measurements(),
+        )
+        self._event("measurements", measurements=measurements.model_dump())
+        objectives = evaluate_objectives(self.objectives, self.milestones, measurements)
+        if status == "passed":
+            missed = [o for o in objectives if not o.met]
+            if missed:
+                status = "failed"
+                reason = self._decide(missed_sentence(missed))
+        return self._end(status, reason, rolled_back=rolled_back)
+
+    def _interrupted(self, exc: BaseException) -> Record:
+        """End the run as interrupted: where it stopped, the state it left, what comes next."""
+        assert self.journal is not None
+        with STOP.region("shielded", "the record"):
+            self.interrupted_note, fields, reason = interruption_event(
+                exc,
+                position_of(self.journal.events()),
+                self.run_id,
+                self.env,
+                self.playbook,
+                self.connector,
+                self.catalogue,
+            )
+            self._event("interrupted", **fields)
+            return self._end("interrupted", self._decide(reason))
 
     def _start(self) -> None:
         pb = self.playbook
@@ -312,6 +409,11 @@ class Runner:
         results = self.gate(name, self._ask_preconditions)
         self._event("preconditions", checks=[r.model_dump() for r in results])
         self.progress.preconditions(results)
+        moved = self.journal.moved if self.journal is not None else None
+        if moved is not None:
+            return self._decide(
+                f"{moved.sentence()}; the run stopped before its first step: nothing was changed"
+            )
         failed = [r for r in results if not r.held]
         if failed:
             first = failed[0]
@@ -326,24 +428,27 @@ class Runner:
         """The preconditions' checks, asked again for up to PRECONDITION_WITHIN until all hold."""
         assert self.targets is not None
         deadline = time.monotonic() + PRECONDITION_WITHIN
-        while True:
-            results = [
-                run_check(
-                    c.check, c.target or "", c.with_, self.targets, self.clock, self.catalogue
-                )
-                for c in self.playbook.preconditions
-                if Mode(self.request.mode) in c.modes
-            ]
-            if all(r.held for r in results) or time.monotonic() > deadline:
-                return results
-            time.sleep(0.1)
+        where = "while the preconditions were asked; nothing was changed"
+        with STOP.waiting(where):  # they only read: a stop ends them at once
+            while True:
+                results = [
+                    run_check(
+                        c.check, c.target or "", c.with_, self.targets, self.clock, self.catalogue
+                    )
+                    for c in self.playbook.preconditions
+                    if Mode(self.request.mode) in c.modes
+                ]
+                if all(r.held for r in results) or time.monotonic() > deadline:
+                    return results
+                STOP.pause(0.1, where)
 
     def _approval(self) -> str | None:
         """Get and judge the approval; a sentence saying why not, or None to go on."""
         approval = self.request.approval
         if approval is None and self.approver is not None:
             self.progress.approval_needed(self.run_id, self.env.name, self.playbook.name)
-            approval = self.approver(self.request, self.run_id)
+            with STOP.waiting("while the run waited for an approval; nothing was changed"):
+                approval = self.approver(self.request, self.run_id)
             if approval is None:
                 return self._decide(
                     f"no approval came within {self.request.approval_timeout}s; nothing was changed"
@@ -364,10 +469,20 @@ class Runner:
         )
         return None
 
-    def _steps(self) -> tuple[Literal["passed", "failed", "aborted"], str, bool]:
-        started: set[str] = set()
-        failures: list[StepRecord] = []
-        for step in self.playbook.steps:
+    def _steps(
+        self,
+        todo: list[Step] | None = None,
+        started: set[str] | None = None,
+        failures: list[StepRecord] | None = None,
+    ) -> tuple[Literal["passed", "failed", "aborted"], str, bool]:
+        """The steps (``todo``: those left, for a resumed run, which passes what its steps
+        so far began and failed), each after asking whether a stop was requested."""
+        started = set() if started is None else started
+        failures = [] if failures is None else failures
+        previous = None
+        for step in self.playbook.steps if todo is None else todo:
+            STOP.check(f"after step {previous}, before step {step.id}" if previous else "")
+            previous = step.id
             record = self._run_step(step, "main")
             if record.status != "skipped":
                 started.add(step.id)
@@ -390,7 +505,8 @@ class Runner:
         return "passed", self._decide("every step passed its checks"), False
 
     def _run_step(self, step: Step, phase: Literal["main", "rollback"]) -> StepRecord:
-        assert self.targets is not None
+        assert self.targets is not None and self.journal is not None
+        moves_before = len(self.journal.moves)
         node = self.targets.roles.get(step.target, "?")
         self.progress.step_started(step, node, phase)
         if Mode(self.request.mode) not in step.modes:
@@ -407,10 +523,15 @@ class Runner:
                 reason=f"runs only in {only} mode",
             )
         else:
-            record = redact_model(self.invoke(step.id, lambda: self._execute(step, phase, node)))
-        self._event("step", step=record.model_dump())
-        for name, when in self._milestones_of(step, record):
-            self._mark(name, when, step.id)
+            # A run killed during the step leaves this: its journal says which step was going.
+            self._event("step_started", step=step.id, phase=phase)
+            if len(self.journal.moves) == moves_before:
+                record = redact_model(
+                    self.invoke(step.id, lambda: self._execute(step, phase, node))
+                )
+            else:  # the journal failed as the step began: it is not run, and it has failed
+                record = _not_run(step, phase, node, self.clock.now())
+        record = self._journal_step(step, record, moves_before)  # its milestones too
         self.progress.step_ended(record)
         return record
 
@@ -432,7 +553,8 @@ class Runner:
         """One step: the action with its retries, then its checks until they hold."""
         assert self.targets is not None
         if step.action in HUMAN_ACTIONS:
-            return run_human_step(self, step, phase, node)
+            with STOP.waiting(f"while step {step.id} waited for a person; it did not finish"):
+                return run_human_step(self, step, phase, node)
         spec = self.catalogue.action(step.action)
         params = spec.params.model_validate(step.with_)
         started = self.clock.now()
@@ -441,7 +563,11 @@ class Runner:
         while True:
             attempts += 1
             try:
-                result = spec.run(self.targets, step.target, params, step.timeout)
+                if step.action in WAITING_ACTIONS:  # it only waits: a stop ends it at once
+                    with STOP.waiting(f"while step {step.id} waited; it did not finish"):
+                        result = spec.run(self.targets, step.target, params, step.timeout)
+                else:
+                    result = spec.run(self.targets, step.target, params, step.timeout)
                 output, data = result.output, result.data
                 error = None
                 break
@@ -451,7 +577,7 @@ class Runner:
                 data = dict(getattr(exc, "data", None) or {})
                 if attempts > step.retries:
                     break
-                time.sleep(step.retry_delay)
+                STOP.pause(step.retry_delay, f"while step {step.id} waited to retry ({error})")
         returned = self.clock.now()
         checks: list[CheckResult] = []
         converged: Stamp | None = None
@@ -530,7 +656,8 @@ class Runner:
     def _step_measurements(self) -> list[dict[str, Any]]:
         """What the run's steps measured (their data's ``measurements``), in step order."""
         found = []
-        for event in read_journal(self.store.journal_path(self.run_id)):
+        assert self.journal is not None
+        for event in self.journal.events():
             step = event.get("step") if event.get("event") == "step" else None
             measured = step.get("data", {}).get("measurements") if isinstance(step, dict) else None
             if isinstance(measured, dict):
@@ -540,10 +667,25 @@ class Runner:
     def _end(self, status: str, reason: str, *, rolled_back: bool = False) -> Record:
         self._event("run_ended", status=status, reason=reason, rolled_back=rolled_back)
         assert self.journal is not None
-        record = build_record(read_journal(self.store.journal_path(self.run_id)))
-        self.store.write(record)
+        record = build_record(self.journal.events())  # wherever the journal is now
+        if status != "interrupted":  # an interrupted run stays in its journal: resume, abort
+            self.store.write(record)
         self.progress.finished(record)
         return record
+
+
+def _not_run(step: Step, phase: str, node: str, now: Stamp) -> StepRecord:
+    """A step not run because the journal failed as it began (its reason says so after)."""
+    return StepRecord(
+        **_step_identity(step, phase, node),
+        status="failed",
+        attempts=0,
+        started_at=now.at,
+        ended_at=now.at,
+        offsets=StepOffsets(started=now.offset, ended=now.offset),
+        duration_seconds=0.0,
+        reason="not run",
+    )
 
 
 def _step_identity(step: Step, phase: str, node: str) -> dict[str, Any]:

@@ -97,7 +97,7 @@ class CanaryResult(Model):
     note: str = ""
 
 
-LossAccounting = Literal["exact", "lower_bound"]
+LossAccounting = Literal["exact", "bound", "lower_bound"]
 MAX_LISTED_TRANSACTIONS = 5000  # lost transactions listed one by one; the count is never cut
 
 
@@ -131,6 +131,10 @@ class LostTransactions(Model):
     RPO is the time from the last commit that survived to the last commit of the old primary,
     both read from that WAL. ``lower_bound``: that WAL could not be read (``note`` says why),
     and the figures are the canary's, which only samples the writes: at least that many.
+    ``bound`` (Oracle, ``drills.engines.oracle.loss``): the count is not known (no redo of the
+    old primary is read), the window of possible loss is at most ``rpo_seconds`` (the standby's
+    transport lag at failover), ``count`` is the canary's (at least that many), and
+    ``what_is_exact`` says which figure is which.
     """
 
     loss_accounting: LossAccounting
@@ -156,6 +160,19 @@ class LostTransactions(Model):
     rpo_seconds: float | None = None
     wal_segments: list[WalSegmentCopy] = Field(default_factory=list)
     note: str = ""
+    engine: str = Field(default="postgres", description="The engine that accounted for it.")
+    switch_scn: int | None = Field(
+        default=None,
+        description="Oracle: the SCN at which the standby became primary (exact).",
+    )
+    what_is_exact: str = Field(
+        default="", description="What in this accounting is exact, a bound, or not known."
+    )
+    readings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Oracle: what was read to bound the loss (the standby's V$DATAGUARD_STATS "
+        "before the failover, STANDBY_BECAME_PRIMARY_SCN, the old primary's last redo SCN).",
+    )
 
 
 class Measurements(Model):
@@ -200,7 +217,37 @@ def merge_measurements(base: Measurements, updates: Iterable[dict[str, Any]]) ->
     canary = merged.canary
     canary_lost = canary.lost if canary is not None and canary.rpo_seconds is not None else None
     canary_rpo = canary.rpo_seconds if canary is not None else None
-    if lost.loss_accounting == "exact" and lost.count is not None:
+    if lost.loss_accounting == "bound" and lost.rpo_seconds is not None:
+        # Oracle: the window is bounded, the count is the canary's (at least). A canary that
+        # lost a write the bound rules out (its lag is read to the second) contradicts it.
+        window = lost.rpo_seconds
+        contradicted = bool(canary_lost) and (
+            window == 0 or (canary_rpo is not None and canary_rpo > window + 1.0)
+        )
+        if not contradicted:
+            note = lost.note
+            if canary_lost is not None:
+                note = _joined(
+                    note,
+                    f"the canary's figures are a lower bound: at least {canary_lost} writes lost, "
+                    f"RPO at least {canary_rpo:g}s",
+                )
+            return merged.model_copy(
+                update={
+                    "lost_transactions": lost.model_copy(
+                        update={"count": canary_lost, "note": note}
+                    ),
+                    "lost_writes": canary_lost,
+                    "rpo_seconds": window,
+                }
+            )
+        note = _joined(
+            lost.note,
+            f"the canary lost {canary_lost} acknowledged writes over {canary_rpo:g}s, more than "
+            f"the window of at most {window:g}s the transport lag allowed: that bound is not "
+            "trusted",
+        )
+    elif lost.loss_accounting == "exact" and lost.count is not None:
         if canary_lost is None or canary_lost <= lost.count:
             return merged.model_copy(
                 update={"lost_writes": lost.count, "rpo_seconds": lost.rpo_seconds}
@@ -256,6 +303,16 @@ class Record(Model):
     overrides_used: list[str] = Field(default_factory=list)
     approval: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
+    interruptions: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Each time the run was stopped by a signal: which, where, the state it left "
+        "(nodes down, roles unfilled) and the commands that come next.",
+    )
+    resumptions: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Each time an interrupted run was continued (drctl resume) or undone (drctl "
+        "abort): by whom, the roles then, the checks asked, and from which step.",
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
@@ -281,11 +338,27 @@ def evaluate_objectives(
                 measured = measurements.rpo_seconds
                 if lost.loss_accounting == "exact":
                     basis += f" ({lost.count} transactions lost, read from the old primary's WAL)"
+                elif lost.loss_accounting == "bound" and measured is not None:
+                    basis += (
+                        f" (a bound: at most {measured:g}s of the old primary's redo had not "
+                        "reached the standby at failover"
+                        + (f"; at least {lost.count} canary writes lost" if lost.count else "")
+                        + ")"
+                    )
+                    if measured > objective.target:
+                        note = (
+                            f"up to {measured:g}s of the old primary's commits may never have "
+                            "reached the standby (its transport lag at failover): a loss within "
+                            f"{objective.target:g}s cannot be shown"
+                        )
                 elif lost.count is not None:
                     basis += f" (a lower bound: at least {lost.count} canary writes lost)"
-                if lost.loss_accounting != "exact":
+                if lost.loss_accounting == "lower_bound":
                     note = (
-                        "the old primary's WAL could not be read: only a lower bound was "
+                        "the window of possible loss could not be bounded: only a lower bound "
+                        "was measured, so the objective cannot be shown met"
+                        if lost.engine == "oracle"
+                        else "the old primary's WAL could not be read: only a lower bound was "
                         "measured, so the objective cannot be shown met"
                     )
             elif objective.measure == "rpo":
@@ -342,11 +415,21 @@ def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record
     notes: list[str] = list(head.get("notes", []))
     end: dict[str, Any] | None = None
     approval: dict[str, Any] | None = None
+    interruptions: list[dict[str, Any]] = []
+    resumptions: list[dict[str, Any]] = []
+    in_progress: str | None = None  # the step started and not finished (journals since resume)
     last_at = head["at"]
     for event in events[1:]:
         last_at = event.get("at", last_at)
         kind = event.get("event")
-        if kind == "roles":
+        if kind == "step_started":
+            in_progress = str(event.get("step"))
+        elif kind == "interrupted":
+            interruptions.append({k: v for k, v in event.items() if k != "event"})
+        elif kind == "run_resumed":
+            resumptions.append({k: v for k, v in event.items() if k != "event"})
+            end = None  # the run goes on: its earlier end (interrupted) is not its end
+        elif kind == "roles":
             roles = event["roles"]
             notes += event.get("notes", [])
         elif kind == "preconditions":
@@ -354,6 +437,7 @@ def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record
             preconditions += [CheckResult.model_validate(c) for c in event["checks"]]
         elif kind == "step":
             steps.append(StepRecord.model_validate(event["step"]))
+            in_progress = None
         elif kind == "milestone":
             milestones.append(Milestone.model_validate(event["milestone"]))
         elif kind == "measurements":
@@ -379,10 +463,12 @@ def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record
     else:
         status = "running" if alive else "interrupted"
         done = ", ".join(s.id for s in steps) or "none"
+        during = f" during step {in_progress}, whose outcome is unknown" if in_progress else ""
         reason = (
             "the run is still going"
             if alive
-            else f"the run stopped without ending (killed or crashed); steps finished: {done}"
+            else f"the run stopped without ending (killed or crashed){during}; steps "
+            f"finished: {done}"
         )
         ended_at, duration, rolled_back = (None if alive else last_at), None, False
     return Record(
@@ -407,4 +493,6 @@ def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record
         overrides_used=overrides_used,
         approval=approval,
         notes=notes,
+        interruptions=interruptions,
+        resumptions=resumptions,
     )

@@ -23,6 +23,9 @@ from drills.model.redact import redact, register
 from drills.records.chain import GENESIS, Entry
 
 SQLITE_FILE = "records.sqlite3"
+# SQLite's primary result codes for "the disk cannot take it now": SQLITE_READONLY, SQLITE_IOERR,
+# SQLITE_FULL, SQLITE_CANTOPEN (the low byte of the extended code sqlite3 puts on the exception).
+_NO_ROOM_CODES = {8, 10, 13, 14}
 
 
 class StoreError(DrillError):
@@ -257,6 +260,12 @@ class SqliteBackend(_Reads):
         try:
             yield self._connection()
         except sqlite3.DatabaseError as exc:
+            if ((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF) in _NO_ROOM_CODES:
+                # A full, read-only or failing disk: the store cannot take a record *now*;
+                # the run's journal keeps it until `drctl records seal` (as when unreachable).
+                raise StoreUnavailable(
+                    f"the record store {self.path} cannot take a record now: {exc}"
+                ) from exc
             raise StoreError(f"record store {self.path}: {exc}") from exc
 
     def append(self, drafts: list[Draft], seal: Sealer) -> list[Entry]:
@@ -292,7 +301,9 @@ class SqliteBackend(_Reads):
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does): keep the first error.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
                 raise
         return entries
 

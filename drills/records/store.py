@@ -18,14 +18,22 @@ records verify``).
 A run that died has only its journal; reading it builds the record marked ``interrupted``
 without writing anything. Sealing it is an explicit step (``seal``: ``drctl records seal``, and
 ``drctl unlock`` once someone has looked at the environment). A record that cannot be sealed
-because the store is unreachable (a PostgreSQL store in the site that failed) stays in its
-journal until ``drctl records seal --pending``.
+because the store is unreachable (a PostgreSQL store in the site that failed) or cannot take it
+(a full or read-only disk) stays in its journal until ``drctl records seal --pending``.
+
+A journal that moved to a fallback place because the records directory could not take it
+(:mod:`drills.records.fallback`) is found there: it is the run's journal, listed, shown and
+sealed like the others, and sealing copies it back into the records directory first. A journal
+that is empty or damaged is named by the readers (path and what is wrong), which go on with the
+others.
 
 The two back ends and their schemas are in :mod:`drills.records.backends`.
 """
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -55,7 +63,8 @@ from drills.records.chain import (
     verify_chain,
     verify_head,
 )
-from drills.records.journal import read_journal
+from drills.records.fallback import JOURNAL_SUFFIX, fallback_journal, fallback_journals, remove
+from drills.records.journal import JournalReading, inspect_journal
 from drills.records.lock import holder_if_alive
 from drills.records.signing import (
     PublicKey,
@@ -67,7 +76,7 @@ from drills.records.signing import (
 
 # StoreError and StoreUnavailable are defined in drills.records.backends (the back ends raise
 # them, and this module imports the back ends); they are re-exported here, where callers look.
-__all__ = ["RecordStore", "Sealed", "StoreError", "StoreUnavailable"]
+__all__ = ["JournalUnreadable", "RecordStore", "Sealed", "StoreError", "StoreUnavailable"]
 
 log = logging.getLogger("drctl")
 
@@ -86,6 +95,18 @@ class Sealed:
     @property
     def merged(self) -> Merged:
         return merge([a for _, a in self.annotations])
+
+
+class JournalUnreadable(InputError):
+    """A run's journal from which no record can be built (empty, or its beginning lost)."""
+
+    def __init__(self, reading: JournalReading) -> None:
+        super().__init__(f"no record can be built from {reading.describe()}")
+        self.reading = reading
+
+
+class JournalNotBack(RefusedError):
+    """A journal in a fallback place could not be copied back into the records directory."""
 
 
 def _now() -> str:
@@ -123,7 +144,17 @@ class RecordStore:
         return self.backend.location
 
     def journal_path(self, run_id: str) -> Path:
-        return self.dir / f"{run_id}.journal.jsonl"
+        """Where a run's journal is: in a fallback place if it moved there (it then holds
+        every event; the copy in the records directory stopped short), else beside the store."""
+        return fallback_journal(self.dir, run_id) or self.home_journal(run_id)
+
+    def home_journal(self, run_id: str) -> Path:
+        """Where a run's journal belongs: in the records directory."""
+        return self.dir / f"{run_id}{JOURNAL_SUFFIX}"
+
+    def _journal_ids(self) -> set[str]:
+        names = {p.name[: -len(JOURNAL_SUFFIX)] for p in self.dir.glob(f"*{JOURNAL_SUFFIX}")}
+        return names | set(fallback_journals(self.dir))
 
     def describe(self, run_id: str) -> str:
         """Where a record is, for a person: the store and its place in the chain."""
@@ -194,10 +225,23 @@ class RecordStore:
         record: ``drctl records annotate``). A store that cannot be reached is logged, not
         raised: the journal keeps the run, and the next read of the store seals it."""
         try:
+            self._journal_whole(record)
             return self._write(record)
         except StoreUnavailable as exc:
             log.warning("record %s not sealed yet: %s", record.id, exc)
             return None
+
+    def _journal_whole(self, record: Record) -> None:
+        """A finished record is sealed only with its whole journal as evidence: one that could
+        be kept nowhere (``drills.records.journal``: in memory only) waits, unsealed."""
+        path = self.journal_path(record.id)
+        if record.status == "interrupted" or not path.exists():
+            return
+        if not any(e.get("event") == "run_ended" for e in inspect_journal(path).events):
+            raise StoreUnavailable(
+                f"its journal {path} does not hold the run's end (it could not be written "
+                "whole), so the record is not sealed with less evidence than it states"
+            )
 
     def write_many(self, records: list[Record]) -> list[Entry]:
         """Seal many finished records in one transaction (imports, benchmarks)."""
@@ -286,7 +330,7 @@ class RecordStore:
 
     def resolve(self, run_id: str) -> str:
         """A full drill id from an id or a unique prefix of one."""
-        if self.backend.get(run_id) is not None or self.journal_path(run_id).exists():
+        if self.journal_path(run_id).exists() or self.backend.get(run_id) is not None:
             return run_id
         matches = [i for i in self.ids() if i.startswith(run_id)]
         if len(matches) == 1:
@@ -305,39 +349,101 @@ class RecordStore:
             if not self.journal_path(run_id).exists():
                 raise
             log.warning("%s; showing the record built from its journal, unsealed", exc)
-            return build_record(read_journal(self.journal_path(run_id)))
+            return self._from_journal(run_id)
         if entry is not None:
             if entry.kind != "drill":
                 raise InputError(f"{run_id} is an {entry.kind}, not a drill record")
             return Record.model_validate_json(self._checked(entry).body or b"")
         return self._from_journal(run_id)
 
+    def reading(self, run_id: str) -> JournalReading:
+        """A run's journal as read, with what is wrong with it (if anything)."""
+        return inspect_journal(self.journal_path(run_id))
+
     def _from_journal(self, run_id: str) -> Record:
-        events = read_journal(self.journal_path(run_id))
-        if not events:
-            raise InputError(f"record {run_id}: its journal is empty")
-        environment = events[0]["environment"]["name"]
-        holder = holder_if_alive(self.locks_dir, environment)
-        alive = holder is not None and holder.run_id == run_id
-        return build_record(events, alive=alive)
+        reading = self.reading(run_id)
+        if not reading.usable:
+            raise JournalUnreadable(reading)
+        events = reading.events
+        try:
+            environment = events[0]["environment"]["name"]
+            holder = holder_if_alive(self.locks_dir, environment)
+            alive = holder is not None and holder.run_id == run_id
+            return build_record(events, alive=alive)
+        except (KeyError, TypeError, ValueError) as exc:  # pydantic's errors are ValueErrors
+            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            raise JournalUnreadable(
+                JournalReading(reading.path, events, f"its events do not make a record ({detail})")
+            ) from exc
 
     def seal(self, run_id: str) -> Record:
         """Seal a finished run that is only in its journal (a run that died: ``interrupted``).
         The one place a record is sealed after its run; refuses a run that is still going."""
         run_id = self.resolve(run_id)
-        if self.backend.get(run_id) is not None:
-            return self.load(run_id)
-        record = self._from_journal(run_id)
-        if record.status == "running":
-            raise RefusedError(f"run {run_id} is still going: it seals its own record")
-        self._write(record)
+        try:
+            if self.backend.get(run_id) is not None:
+                return self.load(run_id)
+            record = self._from_journal(run_id)
+            if record.status == "running":
+                raise RefusedError(f"run {run_id} is still going: it seals its own record")
+            self._seal_from_journal(record)
+        except StoreUnavailable as exc:
+            raise RefusedError(
+                f"record {run_id} cannot be sealed yet: {exc}; its journal stays at "
+                f"{self.journal_path(run_id)}, and `drctl records seal {run_id}` seals it later"
+            ) from exc
         return record
+
+    def _seal_from_journal(self, record: Record) -> Entry:
+        """Seal a record built from its journal. A journal in a fallback place is first copied
+        back into the records directory (refused while that cannot take it), and removed from
+        the fallback place once the record is sealed."""
+        moved = fallback_journal(self.dir, record.id)
+        if moved is not None:
+            self._bring_back(moved, record.id)
+        entry = self._write(record)
+        if moved is not None:
+            remove(moved)
+            log.info("record %s sealed; its fallback journal %s was removed", record.id, moved)
+        return entry
+
+    def _bring_back(self, moved: Path, run_id: str) -> None:
+        home = self.home_journal(run_id)
+        partial = home.with_name(f".{home.name}.restoring")
+        try:
+            data = moved.read_bytes()
+            with partial.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            partial.replace(home)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise JournalNotBack(
+                f"record {run_id} cannot be sealed yet: its journal is at {moved} (the records "
+                f"directory could not take it) and copying it back to {home} failed "
+                f"({exc.strerror or exc}); free some space there and seal it again"
+            ) from exc
 
     def unsealed(self) -> list[str]:
         """Runs that have a journal and no sealed record (read only)."""
         sealed = set(self.backend.ids("drill"))
-        pending = {p.name.split(".")[0] for p in self.dir.glob("*.journal.jsonl")}
-        return sorted(pending - sealed)
+        return sorted(self._journal_ids() - sealed)
+
+    def moved_journals(self) -> dict[str, Path]:
+        """Runs whose journal is in a fallback place (the records directory could not take it)."""
+        return fallback_journals(self.dir)
+
+    def journal_problems(self) -> list[JournalReading]:
+        """The unsealed runs' journals that are damaged (empty, cut short, their beginning
+        lost), each with what is wrong; a run still going is not judged."""
+        found = []
+        for run_id in self.unsealed():
+            reading = self.reading(run_id)
+            if reading.problem is not None:
+                found.append(reading)
+        return found
 
     def sealed(self, run_id: str) -> Sealed:
         """A drill record as sealed, with its annotations."""
@@ -365,7 +471,7 @@ class RecordStore:
 
     def ids(self) -> list[str]:
         """Drill run ids, newest first (ids begin with the UTC start time)."""
-        names = {p.name.split(".")[0] for p in self.dir.glob("*.journal.jsonl")}
+        names = self._journal_ids()
         names.update(self.backend.ids("drill"))
         return sorted(names, reverse=True)
 
@@ -374,17 +480,40 @@ class RecordStore:
         sealed record yet. Returns the ids sealed."""
         done = []
         for run_id in self.unsealed():
-            record = self._from_journal(run_id)
+            try:
+                record = self._from_journal(run_id)
+            except JournalUnreadable as exc:
+                log.warning("%s; left as it is", exc)
+                continue
             if record.status == "running":
                 continue
             if environment is not None and record.environment.get("name") != environment:
                 continue
-            self._write(record)
+            try:
+                self._seal_from_journal(record)
+            except JournalNotBack as exc:
+                log.warning("%s", exc)
+                continue
             done.append(run_id)
         return done
 
     def list(self) -> list[Record]:
-        return [self.load(run_id) for run_id in self.ids()]
+        """Every record, newest first; a journal no record can be built from is left out (and
+        logged: :meth:`listing` says which)."""
+        records, problems = self.listing()
+        for problem in problems:
+            log.warning("%s", problem.describe())
+        return records
+
+    def listing(self) -> tuple[builtins.list[Record], builtins.list[JournalReading]]:
+        """Every record, newest first, and the journals no record could be built from."""
+        records, problems = [], []
+        for run_id in self.ids():
+            try:
+                records.append(self.load(run_id))
+            except JournalUnreadable as exc:
+                problems.append(exc.reading)
+        return records, problems
 
     def entries(self, *, with_body: bool = False) -> Iterator[Entry]:
         return self.backend.entries(with_body=with_body)
