@@ -4,6 +4,7 @@ first step, served (``drctl serve``) and on a work pool's worker, against Prefec
 Run it from the repository root::
 
     .venv/bin/python bench/trigger_latency.py [--rounds 5] [--baseline-rounds 2] [--no-baseline]
+        [--only served|worker] [--keep-logs DIR]
 
 It makes a throw-away folder under /tmp with its own ``DRCTL_HOME`` and ``PREFECT_HOME``, starts a
 real ``prefect server start`` on a free 127.0.0.1 port (SQLite), and a one-step drill (a local
@@ -16,11 +17,19 @@ Prefect (the pick-up):
 1. **Served.** ``drctl serve`` of the definition (deployment ``drill/NAME-served``), tuned: it asks
    the server for runs every ``DRCTL_SERVE_POLL_SECONDS`` (default 0.5 s). Baseline: the same with
    Prefect's default query interval (``PREFECT_RUNNER_POLL_FREQUENCY``, 10 s).
-2. **Worker.** A ``process`` work pool, the definition deployed to it with ``prefect deploy`` from
+2. **Worker.** ``process`` work pools, the definitions deployed to them with ``prefect deploy`` from
    ``drctl deployments prefect-yaml`` (the flow's code is the installed drctl: ``pull: []``, no
    download), and ``prefect worker start --pool … --prefetch-seconds 60`` with
-   ``PREFECT_WORKER_QUERY_SECONDS=0.5``. Baseline: the worker with Prefect's defaults (a query every
-   10 s, prefetch 10 s).
+   ``PREFECT_WORKER_QUERY_SECONDS=0.5``. Tuned: the pool made with drctl's template
+   (``flows.deployments.process_pool_template``: each run starts as ``python -m flows.preload``).
+   Baselines: the same worker on a pool with Prefect's default template (a run starts as a
+   process that prepares a workspace, then the engine's), side by side with the tuned one and
+   taking turns with it; then a worker with Prefect's defaults (a query every 10 s).
+
+Each variant's first run after its worker started is printed apart and not counted. For each
+variant it prints where the time went (medians, from the flow run's state history): trigger ->
+Pending (the worker's poll), Pending -> Running (the run's process: starting Python, importing
+Prefect and drctl, loading the flow, the catalogue), Running -> first step (the flow body).
 
 Targets (PASS/FAIL lines; medians): served <= 2 s, worker <= 3 s. Every process it starts (the
 server, ``drctl serve``, the workers) is stopped by its pid, and the folder removed, however the
@@ -53,7 +62,8 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SERVED_TARGET = 2.0
 WORKER_TARGET = 3.0
-POOL = "bench-pool"
+POOL = "bench-pool"  # its runs start as `python -m prefect.engine` (process_pool_template)
+POOL_DEFAULT = "bench-default-pool"  # Prefect's default process template
 
 
 def free_port() -> int:
@@ -147,7 +157,12 @@ def write_drill(where: Path, home: Path) -> tuple[Path, Path]:
     # form from what this host knows) finds the playbook and the environment they name.
     drills = home / "drills"
     drills.mkdir(parents=True)
-    for name, pool in (("bench-serve", None), ("bench-pool", POOL), ("bench-default", POOL)):
+    for name, pool in (
+        ("bench-serve", None),
+        ("bench-pool", POOL),
+        ("bench-plain", POOL_DEFAULT),
+        ("bench-default", POOL_DEFAULT),
+    ):
         body: dict[str, Any] = {
             "name": name,
             "title": {"en": name, "zh": "基准"},
@@ -178,33 +193,67 @@ def first_step_at(home: Path, flow_run_id: str) -> float | None:
     return None
 
 
-def trigger_rounds(home: Path, deployment: str, rounds: int, proc: Any) -> list[dict[str, float]]:
+def trigger_rounds(
+    home: Path, targets: dict[str, str], rounds: int, procs: list[Any]
+) -> dict[str, list[dict[str, float]]]:
+    """``rounds`` runs of each deployment in ``targets`` (label -> name), taking turns, after
+    one run of each that is not counted (a worker's first run loads what later ones find
+    loaded; its figure is printed apart). Taking turns, a load that comes and goes on the machine
+    falls on every variant alike."""
     from prefect.client.orchestration import get_client
 
-    results = []
+    results: dict[str, list[dict[str, float]]] = {label: [] for label in targets}
     with get_client(sync_client=True) as client:
-        found = wait_for(
-            f"deployment {deployment}", lambda: _deployment(client, deployment), proc=proc
-        )
-        for index in range(rounds):
-            time.sleep(0.37 * (index % 3))  # not in step with the poll
-            began = time.time()
-            run = client.create_flow_run_from_deployment(
-                found.id,
-                parameters={"operator": "bench (trigger latency)", "ticket": f"BENCH-{index}"},
-            )
-
-            def ended(run_id: Any = run.id) -> Any:
-                state = client.read_flow_run(run_id)
-                return state if state.state and state.state.is_final() else None
-
-            final = wait_for(f"flow run {run.id}", ended, 120, proc)
-            first = first_step_at(home, str(run.id))
-            if first is None or not final.state.is_completed():
-                raise RuntimeError(f"flow run {run.id} ended {final.state!r} without a first step")
-            picked = final.start_time.timestamp() if final.start_time else float("nan")
-            results.append({"first_step": first - began, "picked_up": picked - began})
+        found = {
+            label: wait_for(f"deployment {name}", lambda n=name: _deployment(client, n), proc=p)
+            for (label, name), p in zip(targets.items(), procs, strict=True)
+        }
+        for index in range(rounds + 1):
+            for (label, deployment), proc in zip(found.items(), procs, strict=True):
+                time.sleep(0.37 * (index % 3))  # not in step with the poll
+                row = one_run(client, home, deployment.id, f"BENCH-{label}-{index}", proc)
+                if index == 0:
+                    print(f"  {label:<44} first run (not counted): {row['first_step']:.2f}s")
+                else:
+                    results[label].append(row)
     return results
+
+
+def one_run(
+    client: Any, home: Path, deployment_id: Any, ticket: str, proc: Any
+) -> dict[str, float]:
+    began = time.time()
+    run = client.create_flow_run_from_deployment(
+        deployment_id, parameters={"operator": "bench (trigger latency)", "ticket": ticket}
+    )
+
+    def ended() -> Any:
+        state = client.read_flow_run(run.id)
+        return state if state.state and state.state.is_final() else None
+
+    final = wait_for(f"flow run {run.id}", ended, 120, proc)
+    first = first_step_at(home, str(run.id))
+    if first is None or not final.state.is_completed():
+        raise RuntimeError(f"flow run {run.id} ended {final.state!r} without a first step")
+    picked = final.start_time.timestamp() if final.start_time else float("nan")
+    row = {"first_step": first - began, "picked_up": picked - began}
+    row.update(phases(client.read_flow_run_states(run.id), began, first))
+    return row
+
+
+def phases(states: list[Any], began: float, first: float) -> dict[str, float]:
+    """Where the time went, from the flow run's state history: until a worker (or serve) took
+    the run (Pending), until the run's own process had loaded the flow and said Running, and
+    from Running to the first step (the flow body: the request, the runner, the playbook)."""
+    at: dict[str, float] = {}
+    for state in sorted(states, key=lambda s: s.timestamp):
+        at.setdefault(str(state.type.value), state.timestamp.timestamp())
+    pending, running = at.get("PENDING", float("nan")), at.get("RUNNING", float("nan"))
+    return {
+        "to_pending": pending - began,
+        "pending_to_running": running - pending,
+        "running_to_step": first - running,
+    }
 
 
 def _deployment(client: Any, name: str) -> Any:
@@ -222,6 +271,16 @@ def summary(label: str, rows: list[dict[str, float]]) -> float:
         f"  {label:<44} first step: median {median:6.2f}s  min {first[0]:5.2f}s  max "
         f"{first[-1]:5.2f}s   (picked up: median {statistics.median(picked):5.2f}s)"
     )
+    parts = [
+        f"{name} {statistics.median(r[key] for r in rows):.2f}s"
+        for key, name in (
+            ("to_pending", "trigger -> Pending (the poll)"),
+            ("pending_to_running", "Pending -> Running (the run's process)"),
+            ("running_to_step", "Running -> first step (the flow body)"),
+        )
+        if key in rows[0]
+    ]
+    print(f"  {'':<44} medians: " + ", ".join(parts))
     return median
 
 
@@ -241,6 +300,12 @@ def main() -> int:
     parser.add_argument("--baseline-rounds", type=int, default=2)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--only", choices=["served", "worker"], default=None)
+    parser.add_argument(
+        "--keep-logs",
+        type=Path,
+        default=None,
+        help="copy the server's, serve's and workers' logs (with each run's output) here",
+    )
     args = parser.parse_args()
 
     with bench_folder() as where:
@@ -299,7 +364,9 @@ def main() -> int:
                     "serve", [str(BIN / "drctl"), "serve", str(served_def)], env, where
                 )
                 try:
-                    rows = trigger_rounds(home, "drill/bench-serve-served", rounds, serve)
+                    rows = trigger_rounds(
+                        home, {label: "drill/bench-serve-served"}, rounds, [serve]
+                    )[label]
                 except Exception:
                     print(procs.log("serve"))
                     raise
@@ -311,16 +378,21 @@ def main() -> int:
             if args.only == "served":
                 report(results)
                 return 0
-            subprocess.run(
-                [str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process"],
-                env=base,
-                cwd=where,
-                check=True,
-                capture_output=True,
-            )
+            from flows.deployments import process_pool_template
+
+            template = where / "pool-template.json"
+            template.write_text(json.dumps(process_pool_template(str(BIN / "python"))))
+            for pool, more in ((POOL, ["--base-job-template", str(template)]), (POOL_DEFAULT, [])):
+                subprocess.run(
+                    [str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process", *more],
+                    env=base,
+                    cwd=where,
+                    check=True,
+                    capture_output=True,
+                )
             deploy_dir = where / "deploy"
             deploy_dir.mkdir()
-            for name in ("bench-pool", "bench-default"):
+            for name in ("bench-pool", "bench-plain", "bench-default"):
                 subprocess.run(
                     [
                         str(BIN / "drctl"),
@@ -344,52 +416,62 @@ def main() -> int:
                 )
                 if deployed.returncode != 0:
                     raise RuntimeError(deployed.stdout + deployed.stderr)
-            for label, name, extra, worker_args, rounds in (
-                (
-                    WORKER,
-                    "bench-pool",
-                    {"PREFECT_WORKER_QUERY_SECONDS": "0.5"},
-                    ["--prefetch-seconds", "60"],
-                    args.rounds,
+            tuned = {"PREFECT_WORKER_QUERY_SECONDS": "0.5"}
+            prefetch = ["--prefetch-seconds", "60"]
+            # Side by side, taking turns: the tuned worker and the same with Prefect's template
+            # (what the README said before); then Prefect's defaults alone (they share a pool).
+            Variant = tuple[str, str, str, dict[str, str], list[str]]
+            groups: list[list[Variant]] = [
+                [(WORKER, "bench-pool", POOL, tuned, prefetch)]
+                + (
+                    []
+                    if args.no_baseline
+                    else [(WORKER_PLAIN, "bench-plain", POOL_DEFAULT, tuned, prefetch)]
                 ),
-                (WORKER_DEFAULT, "bench-default", {}, [], 0),
-            ):
-                rounds = rounds or args.baseline_rounds
-                if not extra and args.no_baseline:
+                []
+                if args.no_baseline
+                else [(WORKER_DEFAULT, "bench-default", POOL_DEFAULT, {}, [])],
+            ]
+            for group in groups:
+                if not group:
                     continue
-                worker = procs.start(
-                    "worker",
-                    [
-                        str(BIN / "prefect"),
-                        "worker",
-                        "start",
-                        "--pool",
-                        POOL,
-                        "--type",
-                        "process",
-                        *worker_args,
-                    ],
-                    {**base, **extra},
-                    where,
-                )
+                rounds = args.rounds if group[0][0] == WORKER else args.baseline_rounds
+                workers = [
+                    procs.start(
+                        f"worker-{name}",
+                        [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type",
+                         "process", *worker_args],
+                        {**base, **extra},
+                        where,
+                    )
+                    for _, name, pool, extra, worker_args in group
+                ]  # fmt: skip
                 try:
-                    rows = trigger_rounds(home, f"drill/{name}", rounds, worker)
+                    rows_of = trigger_rounds(
+                        home, {label: f"drill/{name}" for label, name, *_ in group}, rounds, workers
+                    )
                 except Exception:
-                    print(procs.log("worker"))
+                    for _, name, *_ in group:
+                        print(procs.log(f"worker-{name}"))
                     raise
                 finally:
-                    procs.stop(worker)
-                results[label] = summary(label, rows)
+                    for worker in workers:
+                        procs.stop(worker)
+                for label, rows in rows_of.items():
+                    results[label] = summary(label, rows)
 
             report(results)
         finally:
             procs.stop_all()
+            if args.keep_logs is not None:
+                shutil.copytree(logs, args.keep_logs, dirs_exist_ok=True)
     return 0
 
 
 SERVED = "served, drctl serve (poll 0.5 s)"
 SERVED_DEFAULT = "served, Prefect's default poll (10 s)"
-WORKER = "worker (query 0.5 s, prefetch 60 s)"
+WORKER = "worker (query 0.5 s, drctl's template)"
+WORKER_PLAIN = "worker (query 0.5 s, Prefect's template)"
 WORKER_DEFAULT = "worker, Prefect's defaults (query 10 s)"
 
 
@@ -402,7 +484,11 @@ def report(results: dict[str, float]) -> None:
                 f"{verdict}: {label}: trigger -> first step, median {results[label]:.2f}s "
                 f"(target <= {target:g}s)"
             )
-    for tuned, default in ((SERVED, SERVED_DEFAULT), (WORKER, WORKER_DEFAULT)):
+    for tuned, default in (
+        (SERVED, SERVED_DEFAULT),
+        (WORKER, WORKER_PLAIN),
+        (WORKER, WORKER_DEFAULT),
+    ):
         if tuned in results and default in results:
             print(f"ratio {tuned} / {default}: {results[tuned] / results[default]:.2f}")
 

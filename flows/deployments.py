@@ -9,7 +9,10 @@ neither takes over the other's deployments:
   refuses a definition whose ``drill/NAME`` is on a work pool (its schedules would run twice), and
   a ``drill/NAME-served`` that a work pool owns (``ownership_problems``).
 - ``prefect.yaml`` (written by ``drctl deployments prefect-yaml``): ``prefect deploy --all`` puts
-  them on a work pool as ``drill/NAME``, and workers near the database hosts run them.
+  them on a work pool as ``drill/NAME``, and workers near the database hosts run them. The pool
+  is best made with drctl's template (``process_pool_template``; ``python -m flows.deployments``
+  prints it): its runs start as ``python -m flows.preload``, sooner, and a run naming a parameter
+  the form does not have ends Failed, clearly, before anything is done.
 
 Schedules are in Asia/Shanghai time unless a definition says otherwise. A ``pre_holiday``
 schedule becomes an RRULE of RDATEs: the verification dates (``drills.ops.holidays``) of this year
@@ -397,13 +400,53 @@ def warm_flow_runs() -> bool:
     return True
 
 
+def process_pool_template(python: str | None = None) -> dict[str, Any]:
+    """The base job template of a ``process`` work pool whose workers start each flow run as
+    ``PYTHON -m flows.preload`` (``python``: this Python, the one drctl is installed in).
+
+    With Prefect's default template (no command), a process worker of Prefect 3.9 starts a run in
+    two processes one after the other: first a new Python that imports ``prefect.runner`` and
+    prepares a workspace (it copies the folder the deployment was made from), then the engine's
+    own, which imports Prefect again: about 0.8 s more before the run's process even begins.
+    Naming a command makes the worker start it at once, in an empty working directory; drctl's
+    deployments need no workspace (their flow is the installed package, ``pull: []``).
+    ``flows.preload`` is Prefect's engine with the flow loaded first and a run that names a
+    parameter the form does not have ended Failed, clearly, before anything is done."""
+    import shlex
+    import sys
+
+    from prefect.workers.process import ProcessWorker
+
+    template: dict[str, Any] = ProcessWorker.get_default_base_job_template()
+    command = f"{shlex.quote(python or sys.executable)} -m flows.preload"
+    template["variables"]["properties"]["command"]["default"] = command
+    return template
+
+
+def close_forms(deployment_ids: list[Any]) -> None:
+    """Make the server refuse a run of these deployments that names a parameter their form does
+    not have (``flows.form.closed``). Prefect's client cannot send that with the deployment (see
+    ``flows.form``); the deployment's schema is replaced with the closed one once applied."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    from flows.form import closed
+
+    with get_client(sync_client=True) as client:
+        for deployment_id in deployment_ids:
+            schema = client.read_deployment(deployment_id).parameter_openapi_schema
+            client.update_deployment(
+                deployment_id, DeploymentUpdate(parameter_openapi_schema=closed(schema))
+            )
+
+
 def serve(plans: list[DeploymentPlan]) -> None:
     """Serve the deployments until interrupted; their schedules stay active afterwards.
 
     As ``prefect.serve`` does, but with each deployment's flow given to the runner (``add_flow``),
     so that a run is started from the flow in memory (from the warm fork server) rather than by a
-    ``python -m prefect.engine`` that imports everything again, and with the runner asking for
-    runs every ``serve_poll_seconds()``."""
+    ``python -m prefect.engine`` that imports everything again, with the runner asking for runs
+    every ``serve_poll_seconds()``, and with each deployment's form closed (``close_forms``)."""
     import asyncio
     import contextlib
 
@@ -412,8 +455,8 @@ def serve(plans: list[DeploymentPlan]) -> None:
 
     warm_flow_runs()
     runner = Runner(pause_on_shutdown=False, query_seconds=serve_poll_seconds())
-    for plan in plans:
-        runner.add_flow(_flow_of(plan), **_deployment_options(plan))
+    applied = [runner.add_flow(_flow_of(plan), **_deployment_options(plan)) for plan in plans]
+    close_forms(applied)
     # Stopped as Ctrl-C or a service manager stops it: the schedules stay active.
     with contextlib.suppress(KeyboardInterrupt, TerminationSignal):
         asyncio.run(runner.start())
@@ -449,7 +492,9 @@ def prefect_yaml(
         f"#   drctl deployments prefect-yaml {sources} --today {today} --output prefect.yaml",
         "# Do not edit: change the definitions and generate it again (a test compares them).",
         "#",
-        "#   prefect work-pool create drctl --type process",
+        "#   python -m flows.deployments > drctl-pool.json   # drctl's pool template: runs start",
+        "#                          # as python -m flows.preload (README: Scheduled drills)",
+        "#   prefect work-pool create drctl --type process --base-job-template drctl-pool.json",
         "#   prefect deploy --all   # with PREFECT_API_URL set, from a folder holding only this",
         "#                          # file: a worker copies that folder into each run's workspace",
         "#   # on a host near the databases, drctl installed (README: Scheduled drills):",
@@ -479,3 +524,26 @@ def _prefect_version() -> str:
 
     major_minor = ".".join(str(prefect.__version__).split(".")[:2])
     return f"{major_minor}.0"
+
+
+def main(argv: list[str]) -> int:
+    """``python -m flows.deployments [PYTHON]``: print drctl's ``process`` work pool template
+    (``process_pool_template``) for PYTHON, by default this one, as JSON."""
+    import json
+    import sys
+
+    if len(argv) > 1 or (argv and argv[0].startswith("-")):
+        print(
+            "usage: python -m flows.deployments [PYTHON]  (prints the work pool template whose "
+            "runs start as PYTHON -m flows.preload)",
+            file=sys.stderr,
+        )
+        return 2
+    print(json.dumps(process_pool_template(argv[0] if argv else None), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -11,10 +11,21 @@ operator and the ticket are required, so a run started from the UI or the API na
 
 The lists are read when a schema is made (Prefect reads the flow's signature then), not when a
 flow run starts: the server checks a deployment's runs against the schema it was given.
+
+A parameter the form does not have (a mistyped ``tiket``): Prefect 3.9's server refuses it when
+the deployment's schema says ``additionalProperties: false`` at its top (``closed``), but its
+client builds a schema as a ``ParameterSchema`` model that keeps only ``properties``,
+``required`` and ``definitions``, so ``prefect deploy`` cannot send that, and Prefect's engine
+crashes such a run (``SignatureMismatchError``, a traceback) before any code of the flow runs. So
+``drctl serve`` closes its deployments' forms once they are applied
+(``flows.deployments.serve``), and a worker's run, started as ``python -m flows.preload``,
+is checked against its deployment's form first (``unknown_parameters``): it ends Failed with
+``UnknownParameters`` as its message, which names the unknown parameter and the known ones.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import os
@@ -26,6 +37,7 @@ import yaml
 from pydantic import Field
 from pydantic.fields import FieldInfo
 
+from drills.model.errors import InputError
 from drills.model.request import RunRequest
 
 log = logging.getLogger("drctl")
@@ -148,3 +160,42 @@ def know(playbook: str, environment: str) -> None:
         _known["playbooks"].add(playbook)
         _known["environments"].add(environment)
         choices.cache_clear()
+
+
+# -- a run's parameters against the form ---------------------------------------------------------
+
+
+class UnknownParameters(InputError):
+    """A run names parameters its deployment's form does not have (a mistyped name, most often)."""
+
+    def __init__(self, unknown: list[str], known: list[str]) -> None:
+        named = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            named.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        super().__init__(
+            f"the run names {'a parameter' if len(unknown) == 1 else 'parameters'} the drill's "
+            f"form does not have: {', '.join(named)}; its parameters are {', '.join(known)}. "
+            "Nothing was done: start the run again with the right names"
+        )
+        self.unknown, self.known = unknown, known
+
+
+def unknown_parameters(parameters: dict[str, Any], schema: dict[str, Any] | None) -> list[str]:
+    """The names in ``parameters`` that the form ``schema`` (a deployment's
+    ``parameter_openapi_schema``) does not have; none when it has no fields at all."""
+    known = set((schema or {}).get("properties") or {})
+    return sorted(set(parameters) - known) if known else []
+
+
+def form_fields(schema: dict[str, Any] | None) -> list[str]:
+    """The form's parameters in the flow's order (Prefect numbers them: a server on PostgreSQL
+    gives the properties back in another order)."""
+    properties: dict[str, Any] = (schema or {}).get("properties") or {}
+    return sorted(properties, key=lambda name: properties[name].get("position", 0))
+
+
+def closed(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """The form ``schema`` with ``additionalProperties: false`` at its top: a server that enforces
+    it refuses a run naming a parameter the form does not have."""
+    return {**(schema or {"type": "object", "properties": {}}), "additionalProperties": False}

@@ -329,8 +329,8 @@ class Serving:
 
 
 def wait_applied(names: list[str], since: datetime, serving: Serving) -> dict[str, Any]:
-    """The deployments once ``drctl serve`` has (re)applied them all after ``since`` (``names``
-    are the deployments' names: a served one's is NAME-served)."""
+    """The deployments once ``drctl serve`` has (re)applied them all after ``since`` and closed
+    their forms (``names`` are the deployments' names: a served one's is NAME-served)."""
     deadline = time.monotonic() + 90
     found: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -341,7 +341,8 @@ def wait_applied(names: list[str], since: datetime, serving: Serving) -> dict[st
                     d = c.read_deployment_by_name(f"drill/{name}")
                 except Exception:
                     continue
-                if d.updated is not None and d.updated >= since:
+                closed = (d.parameter_openapi_schema or {}).get("additionalProperties") is False
+                if d.updated is not None and d.updated >= since and closed:
                     found[name] = d
         if len(found) == len(names):
             return found
@@ -420,6 +421,7 @@ def test_serve_keeps_schedules_active_across_restarts_and_the_server_validates_p
         "ticket": "CHG-1",
     }
     assert quarterly.enforce_parameter_schema
+    assert quarterly.parameter_openapi_schema["additionalProperties"] is False
     form = quarterly.parameter_openapi_schema["properties"]
     assert {"playbook", "environment", "mode", "ticket", "operator", "objectives"} <= set(form)
 
@@ -433,6 +435,7 @@ def test_serve_keeps_schedules_active_across_restarts_and_the_server_validates_p
         {"operator": "Dr. Li"},  # no ticket
         {**good, "objectives": {"rto": ["not", "a", "duration"]}},
         {**good, "objectives": {"speed": "1s"}},
+        {**good, "tiket": "CHG-3"},  # a mistyped name: serve closed the form (close_forms)
     ]
     with client() as c:
         answers = []
