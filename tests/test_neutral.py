@@ -185,7 +185,8 @@ def test_plan_describes_what_each_engine_runs() -> None:
     assert "on his-dr: ssh" in rejoin and "dgmgrl> REINSTATE DATABASE his_pri;" in rejoin
     assert "pg_rewind --target-pgdata=/srv/pg" in described(postgres, "rejoin_old_primary")
     lost = described(oracle, "count_lost_transactions")
-    assert lost.startswith("oracle: nothing runs on his-pri: the transactions the old primary")
+    assert lost.startswith("oracle: oracle.account_for_loss\nSQL on his-dr:")
+    assert "STANDBY_BECAME_PRIMARY_SCN" in lost.upper() and "v$thread" in lost
     assert "postgres: pg.count_lost_transactions" in described(postgres, "count_lost_transactions")
     oracle.close()
     postgres.close()

@@ -52,6 +52,7 @@ from drills.records.store import RecordStore
 from drills.reports import render_report
 from tests.oracle_standin.bin import install_home, set_tools, share_state, tools_state, write_backup
 from tests.oracle_standin.connector import StandinConnector
+from tests.oracle_standin.database import DRCTL_TABLES
 from tests.oracle_standin.state import PHYSICAL, PRIMARY, StandinState
 from tests.sshd_fixtures import (
     BASTION_ADDRESS,
@@ -631,6 +632,125 @@ def test_failover_under_the_override_goes_on_and_the_record_says_so(world: World
     assert fence.status == "overridden" and fence.override == "unfenced_promotion"
     assert "went on under override unfenced_promotion" in fence.reason
     assert world.state.node("his-dr")["database_role"] == PRIMARY
+    # the old primary still takes writes: no lag read before the failover bounds what it loses
+    lost = record.measurements.lost_transactions
+    assert lost is not None and lost.loss_accounting == "lower_bound"
+    assert "was still open read write after the failover" in lost.what_is_exact
+    assert not {o.name: o.met for o in record.objectives}["rpo"]
+
+
+# -- what a failover may have lost (oracle.account_for_loss) -------------------------------------
+
+
+def failover_with_rpo(world: World, target: str) -> Path:
+    """oracle-dg-failover as shipped, with the rpo objective's target replaced."""
+    data = yaml.safe_load((PLAYBOOKS / "oracle-dg-failover.yaml").read_text())
+    data["objectives"]["rpo"]["target"] = target
+    path = world.tmp / f"oracle-dg-failover-rpo-{target}.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    return path
+
+
+def report_view(store: RecordStore, record: Record, lang: str) -> dict[str, Any]:
+    from drills.reports.site import PACKAGE
+    from drills.reports.view import ReportInput, build_view
+
+    words = yaml.safe_load((PACKAGE / "messages.yaml").read_text())
+    return build_view(ReportInput(store.sealed(record.id).record, None, []), lang, {}, words[lang])
+
+
+def untranslated(value: Any) -> list[str]:
+    """The English a zh report quotes as it is (what the phrase book did not translate)."""
+    from drills.reports.phrases import Said
+
+    if isinstance(value, Said):
+        return list(value.unknown)
+    if isinstance(value, dict):
+        return [u for v in value.values() for u in untranslated(v)]
+    if isinstance(value, list | tuple):
+        return [u for v in value for u in untranslated(v)]
+    return []
+
+
+def said_of(objectives: list[dict[str, Any]]) -> list[Any]:
+    """What the report says of each objective (its basis and note; its source is the site's)."""
+    return [[o["basis"], o["note"]] for o in objectives]
+
+
+@pytest.mark.parametrize("target", ["shipped", "0s"])
+def test_a_failover_without_transport_lag_is_bounded_at_zero_and_meets_rpo(
+    world: World, target: str
+) -> None:
+    # the standby's V$DATAGUARD_STATS as published with DATUM_TIME = TIME_COMPUTED, lags 0
+    world.state.use("his-dr", "v$dataguard_stats", "datum_current_adg")
+    shipped = PLAYBOOKS / "oracle-dg-failover.yaml"
+    record, store = run(world, shipped if target == "shipped" else failover_with_rpo(world, target))
+    assert record.status == "passed", record.reason
+    steps = steps_of(record)
+    before = steps["lag_before_failover"].data["lag_before_failover"]
+    assert before["lags"]["transport lag"]["datum_time"] == "07/12/2022 01:55:37"
+    assert "at most 0s of redo may be lost" in steps["lag_before_failover"].output
+    m = record.measurements
+    lost = m.lost_transactions
+    assert lost is not None and lost.loss_accounting == "bound" and lost.engine == "oracle"
+    assert (lost.rpo_seconds, m.rpo_seconds, m.lost_writes, lost.count) == (0.0, 0.0, 0, 0)
+    assert m.canary is not None and m.canary.lost == 0 and m.canary.written > 0
+    became = world.state.node("his-dr")["standby_became_primary_scn"]
+    assert lost.switch_scn == became
+    redo = lost.readings["after_failover"]["old_primary_redo"]
+    assert redo["last_scn"] < became and redo["open_mode"] == "MOUNTED"  # mounted for it
+    assert f"is not past the SCN {became}" in lost.note
+    assert "not known: how many transactions were lost" in lost.what_is_exact
+    assert "a bound: the window of possible loss is at most 0s" in lost.what_is_exact
+    [rpo] = [o for o in record.objectives if o.name == "rpo"]
+    assert rpo.met and rpo.measured_seconds == 0.0 and "a bound" in rpo.basis
+    # reinstated afterwards, from the mounted instance the accounting left
+    assert world.roles() == {"his-pri": PHYSICAL, "his-dr": PRIMARY}
+    zh = report_view(store, record, "zh")
+    assert "可能丢失的时间窗口上限：不超过 0.000s" in str(zh["lost_transactions"]["text"])
+    assert "哪些数据精确" in str(zh["lost_transactions"]["exactness"])
+    # no English sentence in what the zh report says of the loss and the objectives
+    assert not untranslated([zh["lost_transactions"], said_of(zh["objectives"])])
+
+
+def test_a_failover_with_a_transport_lag_misses_rpo_0_on_the_bound(world: World) -> None:
+    # the standby's recorded 19c V$DATAGUARD_STATS (DATUM_TIME 1s behind TIME_COMPUTED), with
+    # a transport lag of 12s: the primary's redo no longer reaches it, so its writes are lost
+    # (drctl's own tables are there from earlier drills, as on a site)
+    for table in DRCTL_TABLES:
+        world.state.create_table("his-pri", table)
+    world.state.set_lag("his-dr", transport=12.0)
+    record, store = run(world, failover_with_rpo(world, "0s"))
+    assert record.status == "failed", record.reason
+    assert "rpo" in record.reason
+    steps = steps_of(record)
+    lag = steps["lag_before_failover"].data["lag_before_failover"]["lags"]["transport lag"]
+    assert (lag["value"], lag["seconds"], lag["datum_age_seconds"]) == ("+00 00:00:12", 12.0, 1.0)
+    m = record.measurements
+    lost = m.lost_transactions
+    assert lost is not None and lost.loss_accounting == "bound"
+    assert lost.rpo_seconds == m.rpo_seconds == 13.0  # 12s of lag, 1s since the last datum
+    # the canary's lost rows are a lower bound, and are the count the record gives
+    assert m.canary is not None and m.canary.lost > 0
+    assert m.lost_writes == lost.count == m.canary.lost
+    assert "the canary's figures are a lower bound" in lost.note
+    became = world.state.node("his-dr")["standby_became_primary_scn"]
+    redo = lost.readings["after_failover"]["old_primary_redo"]
+    assert redo["last_scn"] > became  # the old primary's control file has redo past it
+    assert f"is past the SCN {became} at which his-dr became primary" in lost.note
+    [rpo] = [o for o in record.objectives if o.name == "rpo"]
+    assert not rpo.met and rpo.measured_seconds == 13.0
+    assert "a bound: at most 13s of the old primary's redo" in rpo.basis
+    assert "a loss within 0s cannot be shown" in rpo.note
+    for lang in ("zh", "en"):
+        doc = report_view(store, record, lang)
+        section = doc["lost_transactions"]
+        if lang == "zh":
+            assert "不超过 13.0s" in str(section["text"]) and "RPO（上限）" in section["rpo"]
+            assert any("无法证明丢失不超过 0s" in str(o["note"]) for o in doc["objectives"])
+            assert not untranslated([section, said_of(doc["objectives"])])
+        else:
+            assert "the window of possible loss is at most 13.0s" in str(section["text"])
 
 
 # -- RMAN ----------------------------------------------------------------------------------------
@@ -825,7 +945,7 @@ def test_emergency_activation_on_oracle(world: World, caplog: pytest.LogCaptureF
         "fence_old_primary": "oracle.fence",
         "promote_standby": "oracle.dg_failover",
         "verify_service": None,
-        "count_lost_transactions": None,  # Oracle has nothing to run for it: the step says why
+        "count_lost_transactions": "oracle.account_for_loss",
         "rejoin_old_primary": "oracle.rejoin_as_standby",
     }
     crash = next(c for c in world.calls("sqlplus") if "SHUTDOWN ABORT" in c["stdin"])
@@ -842,15 +962,22 @@ def test_emergency_activation_on_oracle(world: World, caplog: pytest.LogCaptureF
         "db.takes_writes",
     ]
     lost = steps["count_lost_transactions"]
-    assert lost.status == "passed" and "not counted on Oracle" in lost.output
     assert lost.data["dispatched"] == {
         "neutral": "db.count_lost_transactions",
         "engine": "oracle",
-        "action": None,
+        "action": "oracle.account_for_loss",
         "target": "primary",
         "node": "his-pri",
     }
-    assert record.measurements.lost_transactions is None  # not measured, and not pretended
+    # No lag was read before this playbook's switch: the loss is not bounded, and says so; the
+    # SCN at which the standby became primary is still exact, and no canary ran (unknown).
+    assert lost.status == "passed" and "the loss of his-pri is not bounded" in lost.output
+    found = record.measurements.lost_transactions
+    assert found is not None and found.engine == "oracle"
+    assert found.loss_accounting == "lower_bound" and found.count is None
+    assert found.switch_scn == world.state.node("his-dr")["standby_became_primary_scn"] > 0
+    assert "no oracle.record_lag_before_failover step ran" in found.what_is_exact
+    assert "the instance of his-pri is down" in found.note
     # rejoined: REINSTATE DATABASE from the new primary; the old one a standby applying redo
     rejoin = steps["rejoin_old_primary"]
     assert rejoin.node == "his-pri" and rejoin.data["reinstated"] is True

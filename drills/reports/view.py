@@ -125,7 +125,22 @@ def _lost_transactions(
     if lost is None:
         return None
     exact = lost.loss_accounting == "exact"
-    if exact:
+    oracle = lost.engine == "oracle"
+    if lost.loss_accounting == "bound":
+        text = t["lost_tx_bound"].format(
+            node=lost.node or "?",
+            window=format_seconds(lost.rpo_seconds) if lost.rpo_seconds is not None else "?",
+            new=str((lost.readings.get("after_failover") or {}).get("new_primary") or "?"),
+            scn=lost.switch_scn if lost.switch_scn is not None else "?",
+            count=lost.count if lost.count is not None else "?",
+        )
+    elif oracle:
+        text = (
+            t["lost_tx_oracle_lower_bound"].format(count=lost.count)
+            if lost.count is not None
+            else t["lost_tx_oracle_unknown"]
+        )
+    elif exact:
         text = t["lost_tx_exact"].format(
             node=lost.node or "?",
             count=lost.count,
@@ -144,6 +159,8 @@ def _lost_transactions(
             last=when(lost.last_lost_commit_at),
             rpo=format_seconds(lost.rpo_seconds),
         )
+    if lost.loss_accounting == "bound" and lost.rpo_seconds is not None:
+        rpo = t["lost_tx_rpo_bound"].format(rpo=format_seconds(lost.rpo_seconds))
     summary = compose("{label}: {text}", label=t["lost_tx"], text=text)
     rows = [
         {
@@ -163,6 +180,13 @@ def _lost_transactions(
         "text": text,
         "rpo": rpo,
         "note": _sentences(says, lost.note, semicolon),
+        "exactness": compose(
+            "{label}: {text}",
+            label=t["lost_tx_exactness"],
+            text=_sentences(says, lost.what_is_exact, semicolon),
+        )
+        if lost.what_is_exact
+        else "",
         "rows": rows,
         "more": t["lost_tx_more"].format(n=more) if more > 0 else "",
         "tables": [

@@ -400,6 +400,11 @@ class Answers:
                 "open_mode": node["open_mode"],
                 "switchover_status": self._switchover_status(),
                 "db_unique_name": node["db_unique_name"],
+                # a mounted database has no current SCN (0), as Oracle's V$DATABASE says
+                "current_scn": 0
+                if node["open_mode"] == "MOUNTED" and node["database_role"] == PRIMARY
+                else int(node.get("scn", 1000)),
+                "standby_became_primary_scn": int(node.get("standby_became_primary_scn", 0)),
             }
             if self._recorded_scenario(view):
                 # A published output answers as it was printed; what it does not show comes

@@ -64,6 +64,11 @@ def new_node(
         "answers": {},  # view -> {columns, rows} set by a test (StandinState.answer)
         "tables": {},  # table -> rows (dicts), as this database has them
         "incarnation": 0,  # bumped at every restart or role change: open sessions are lost
+        # SCNs: each committed write on a primary takes the next one, and a standby that
+        # receives its redo has applied up to it (V$DATABASE.CURRENT_SCN, V$THREAD)
+        "scn": 1000,
+        "last_redo_at": None,  # when the node's own last redo was made (V$THREAD)
+        "standby_became_primary_scn": 0,  # set by a failover to the node
     }
 
 
@@ -304,6 +309,10 @@ class StandinState:
             new.update(database_role=PRIMARY, open_mode="READ WRITE", apply=False, gap=None)
             new["transport_lag"] = new["apply_lag"] = None
             new["incarnation"] += 1
+            # the end of the redo it applied, then its own: the old primary's redo after it is
+            # lost (as STANDBY_BECAME_PRIMARY_SCN says)
+            new["standby_became_primary_scn"] = int(new.get("scn", 1000)) + 1
+            new["scn"] = new["standby_became_primary_scn"] + 1
 
     def reinstate(self, name: str) -> None:
         """REINSTATE DATABASE: flash the failed primary back and make it a physical standby
@@ -389,7 +398,11 @@ class StandinState:
         and nothing is written (ORA-03113)."""
         with self.change(f"write {table} on {name}") as data:
             _still_open(data, name, incarnation)
+            source = _node(data, name)
+            source["scn"] = int(source.get("scn", 1000)) + 1
+            source["last_redo_at"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
             for node in _receivers(data, name):
+                node["scn"] = source["scn"]
                 rows = node["tables"].setdefault(table.lower(), [])
                 if key is not None:
                     rows[:] = [r for r in rows if r.get(key) != row.get(key)]

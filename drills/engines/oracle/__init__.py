@@ -47,13 +47,6 @@ def _without_params(role: str, params: dict[str, Any]) -> tuple[str, dict[str, A
     return role, {}
 
 
-LOST_NOT_COUNTED = (
-    "the transactions the old primary committed but had not shipped are not counted on Oracle: "
-    "that needs its redo read (LogMiner) past the new primary's STANDBY_BECAME_PRIMARY_SCN "
-    "before it is reinstated, which drctl does not do"
-)
-
-
 def equate_neutral(catalogue: Catalogue) -> None:
     """What Oracle runs for the engine-neutral actions and checks (``drills.engine.neutral``)."""
     for neutral, *own in (
@@ -61,7 +54,13 @@ def equate_neutral(catalogue: Catalogue) -> None:
         ("db.fence", Equivalent("oracle.fence")),
         ("db.failover", Equivalent("oracle.dg_failover", _to_itself)),
         ("db.rejoin", Equivalent("oracle.rejoin_as_standby")),
-        ("db.count_lost_transactions", Equivalent(None, why=LOST_NOT_COUNTED)),
+        # Not a count: the transactions the old primary committed and had not shipped would
+        # need its redo read (LogMiner) past STANDBY_BECAME_PRIMARY_SCN before it is
+        # reinstated, which drctl does not do. oracle.account_for_loss records what is known
+        # instead: that SCN (exact), the window of possible loss from the standby's transport
+        # lag before the failover (a bound, when oracle.record_lag_before_failover ran), the
+        # canary's lost rows (a lower bound).
+        ("db.count_lost_transactions", Equivalent("oracle.account_for_loss")),
         ("db.is_primary", Equivalent("oracle.is_primary")),
         ("db.is_standby", Equivalent("oracle.is_standby")),
         ("db.takes_writes", Equivalent("oracle.takes_writes")),

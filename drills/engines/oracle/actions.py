@@ -17,6 +17,7 @@ from pydantic import Field
 from drills.engine.catalogue import ActionResult, ActionSpec, Params
 from drills.engine.targets import Targets
 from drills.engines.oracle.broker import ReinstateParams, reinstate_describe, reinstate_run
+from drills.engines.oracle.loss import loss_actions
 from drills.engines.oracle.tools import ToolFailed
 from drills.model.errors import InputError
 from verify.oracle import oracle_access
@@ -200,4 +201,6 @@ def oracle_actions() -> list[ActionSpec]:
             "otherwise fail, saying it needs rebuilding.",
             ENGINE,
         ),
+        # what a failover may have lost: the lag before it, the SCN and the bound after it
+        *loss_actions(),
     ]
