@@ -129,9 +129,10 @@ def test_a_neutral_step_on_a_node_without_a_database_is_located() -> None:
     problems = neutral_problems(loaded.playbook, loaded.doc, env, build_catalogue())
     assert problems and all("node db2 (role standby)" in p.message for p in problems)
     assert "the node has no database section" in problems[0].message
-    # the precondition, and the failover's action and both its checks
-    assert [p.step for p in problems] == ["promote_standby"] * 3 + [None]
-    assert [p.line for p in problems[:2]] == [
+    # the lag read, the failover's action and both its checks, and the precondition
+    assert [p.step for p in problems] == ["lag_before_failover"] + ["promote_standby"] * 3 + [None]
+    assert [p.line for p in problems[:3]] == [
+        line_of(ACTIVATION, "action: db.record_lag"),
         line_of(ACTIVATION, "action: db.failover"),
         line_of(ACTIVATION, "- check: db.is_primary"),
     ]

@@ -12,6 +12,7 @@ the engine check's own observation (checks that must all hold are combined into 
     db.fence                    fence the old primary before the standby takes over
     db.failover                 the standby becomes the primary (unplanned)
     db.rejoin                   the old primary becomes a standby of the new one (``source``)
+    db.record_lag               the standby's lag before the failover (optional: a measurement)
     db.count_lost_transactions  count what the failover lost (optional: a measurement)
     db.is_primary, db.is_standby, db.takes_writes, db.rejects_writes, db.fenced,
     db.replicating (``source``)  checks
@@ -100,6 +101,14 @@ ACTIONS = (
         SourceParams,
         "Make the old primary a standby of the new primary (the role named by source).",
         changes=True,
+    ),
+    Neutral(
+        "db.record_lag",
+        NoParams,
+        "Read how far this standby is behind its primary just before the failover, for the "
+        "loss accounting afterwards (an engine that counts the loss exactly from the old "
+        "primary's log has nothing to read here).",
+        optional=True,
     ),
     Neutral(
         "db.count_lost_transactions",

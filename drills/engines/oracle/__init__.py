@@ -60,6 +60,7 @@ def equate_neutral(catalogue: Catalogue) -> None:
         # instead: that SCN (exact), the window of possible loss from the standby's transport
         # lag before the failover (a bound, when oracle.record_lag_before_failover ran), the
         # canary's lost rows (a lower bound).
+        ("db.record_lag", Equivalent("oracle.record_lag_before_failover")),
         ("db.count_lost_transactions", Equivalent("oracle.account_for_loss")),
         ("db.is_primary", Equivalent("oracle.is_primary")),
         ("db.is_standby", Equivalent("oracle.is_standby")),
