@@ -348,6 +348,17 @@ def test_a_rolled_back_run_fails_and_undoes_in_reverse(lab: Path, tmp_path: Path
     ]
     check = record.steps[2].checks[0]
     assert (check.observed, check.expected, check.verdict) == ("primary", "standby", "deviated")
+    # It changed something and failed: what it left is observed; the pair is whole, so the
+    # reason is the failure's alone and a note says the pair is as it should be.
+    assert record.reason == "step bad_check failed (" + record.steps[2].reason + (
+        "); the drill was rolled back"
+    )
+    assert record.left is not None and record.left["whole"] is True and not record.left["next"]
+    primary, standby = record.roles["primary"], record.roles["standby"]
+    note = next(n for n in record.notes if n.startswith("what the run left: "))
+    assert sorted(note.removeprefix("what the run left: ").split("; ")) == sorted(
+        [f"{primary} is primary", f"{standby} is standby, streaming from {primary}"]
+    )
     primary = SqlExecutor.for_node(record.roles["primary"], _env_node(lab, record))
     assert primary.scalar("select count(*) from pg_tables where tablename like 'rollback_%'") == 0
 
@@ -512,3 +523,80 @@ def test_a_killed_run_leaves_an_interrupted_record_and_a_lock(
     assert f"left by run {run_id}" in again.stderr and "drctl unlock lab-kill" in again.stderr
     unlocked = drctl("unlock", "lab-kill")
     assert unlocked.returncode == 0 and run_id in unlocked.stdout
+
+
+# -- a drill that ends with the pair broken says so ---------------------------------------------
+
+
+def test_a_failover_whose_standby_dies_says_no_node_is_primary_and_what_next(
+    lab: Path, tmp_path: Path
+) -> None:
+    """Issue 10's must-hold: a drill that ends leaves one primary with the other streaming, or
+    its record says exactly why not. The standby is killed (kill -9, every process) as the
+    failover reaches its fence: the promotion fails, both nodes are down, and the record, the
+    terminal's view of it and the Chinese report say which node is down, that no node accepts
+    writes, and what to run next."""
+    from rich.console import Console
+
+    from drills.cli.common import print_interruption
+    from drills.engine.listeners import Listener
+    from drills.model.playbook import Step
+    from drills.reports import render_report
+    from tests.test_real_failover import kill_instance
+
+    wait_streaming(lab)
+    pair = AnyLab(lab, "lab")
+    primary, standby = pair.role_of("primary"), pair.role_of("standby")
+    standby_dir = pair.node(standby).postgres
+    assert standby_dir is not None
+
+    class KillStandbyAtTheFence(Listener):
+        def __init__(self) -> None:
+            self.killed: list[int] = []
+
+        def step_started(self, step: Step, node: str, phase: str) -> None:
+            if step.id == "fence_old_primary":
+                self.killed += kill_instance(standby_dir.data_dir)
+
+    killer = KillStandbyAtTheFence()
+    try:
+        record = Runner(
+            RunRequest(playbook="pg-failover", environment="lab"), progress=killer
+        ).run()
+        assert killer.killed, "the standby was not killed"
+        assert record.status == "aborted"
+        assert [(s.id, s.status) for s in record.steps][-1] == ("promote_standby", "failed")
+        # Observed as the run ended, from the servers: both down, no role filled.
+        assert record.left is not None and record.left["whole"] is False
+        state = record.left["state"]
+        assert state["observed"][primary] == "down" and state["observed"][standby] == "down"
+        assert sorted(state["down"]) == sorted([primary, standby])
+        assert state["unfilled"] == ["primary", "standby"]
+        # The reason says it: the step that failed, then what the run left, then what next.
+        assert record.reason.startswith("step promote_standby failed")
+        left = record.reason.split("; what the run left: ", 1)[1]
+        assert f"{primary} is down; {standby} is down" in left
+        assert "role primary unfilled (no node accepts writes)" in left
+        assert "role standby unfilled (no node replicates)" in left
+        env_check = "drctl env check --env lab"
+        assert f"next: `{env_check}` (after starting the database of " in left
+        assert record.left["next"][0]["command"] == env_check
+        # No standby is up, so no real failover is offered: there is nothing to promote.
+        assert [c["command"] for c in record.left["next"]] == [env_check]
+        # Sealed as it was said; the terminal shows it as for an interrupted run.
+        sealed = store(lab).sealed(record.id)
+        assert sealed.record == record
+        shown = drctl("records", "show", record.id)
+        assert shown.returncode == 0 and "what the run left:" in shown.stdout
+        terminal = Console(record=True, width=200)
+        print_interruption(terminal, record)  # what `drctl run` prints after the record
+        said = terminal.export_text()
+        assert f"left: {primary} is down" in said and f"left: {standby} is down" in said
+        assert "left: role primary is unfilled" in said and f"next: {env_check}  (" in said
+        zh = render_report(sealed, fmt="md", lang="zh").decode()
+        assert "本次运行留下的状态：" in zh and "主库角色无节点承担（没有节点接受写入）" in zh
+        assert f"{primary} 未运行" in zh and f"{standby} 未运行" in zh
+        assert "原文" not in zh.split("本次运行留下的状态：", 1)[1].split("\n", 1)[0]
+    finally:
+        Lab(lab).up()  # the lab's own start order: the newest data as primary, never two
+        wait_streaming(lab, 60)

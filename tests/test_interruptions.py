@@ -267,6 +267,69 @@ def test_an_interrupted_run_keeps_its_lock_for_resume_only(tmp_path: Path) -> No
         EnvironmentLock(tmp_path, "env").take_over("R1", 0.0)
 
 
+def test_resume_and_abort_are_refused_without_room_for_the_record(tmp_path: Path) -> None:
+    """As a run is: a records directory without room for the journal and the record refuses
+    ``drctl resume`` and ``drctl abort`` (exit 3) before anything changes: the journal and
+    the kept lock stay as the interrupted run left them. With room, abort seals it."""
+    from drills.records.room import MIN_FREE_ENV
+    from tests.test_records_support import (
+        environment_file,
+        home_env,
+        make_home,
+        playbook_file,
+        shell,
+    )
+
+    home = make_home()
+    try:
+        with home_env(home):
+            from drills.engine.runner import Runner, RunRequest
+
+            def stop_at_second(step_id: str, fn: Any) -> Any:
+                if step_id == "second":
+                    raise KeyboardInterrupt
+                return fn()
+
+            playbook = playbook_file(
+                home,
+                "roomless",
+                [
+                    # each may be rolled back: abort can undo them
+                    shell("first", "echo 1", on_failure="rollback"),
+                    shell("second", "echo 2", on_failure="rollback", milestone="service_restored"),
+                ],
+            )
+            runner = Runner(
+                RunRequest(playbook=str(playbook), environment=str(environment_file(home))),
+                invoke=stop_at_second,
+            )
+            with pytest.raises(KeyboardInterrupt):
+                runner.run()
+        run_id = runner.run_id
+        journal = home / "records" / f"{run_id}.journal.jsonl"
+        journal_before, lock_before = journal.read_bytes(), lock_text(home, "rec")
+        assert run_id in lock_before
+        for how in ("resume", "abort"):
+            refused = drctl(how, run_id, home=home, env={MIN_FREE_ENV: "4096G"})
+            assert refused.returncode == 3, refused.stdout + refused.stderr
+            assert "Traceback" not in refused.stdout + refused.stderr
+            said = " ".join(refused.stderr.split())
+            assert f"the records directory {home / 'records'} has" in said
+            assert "the run was refused and nothing was changed" in said
+            assert journal.read_bytes() == journal_before
+            assert lock_text(home, "rec") == lock_before
+        aborted = drctl("abort", run_id, home=home)
+        assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+        assert lock_text(home, "rec") == ""
+        with home_env(home):
+            sealed = RecordStore(home / "records", home / "locks").sealed(run_id).record
+        assert sealed.status == "aborted" and sealed.resumptions[-1]["how"] == "abort"
+    finally:
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def test_the_record_shows_the_interruption_and_the_resumption() -> None:
     head = {
         "event": "run_started",
@@ -387,7 +450,9 @@ def test_a_second_ctrl_c_stops_harder_without_a_traceback(
 ) -> None:
     env = env_copy(lab, tmp_path, "lab-stop-hard")
     no_leftover_lock.append("lab-stop-hard")
-    token = f"drctl-hard-stop-{os.getpid()}"
+    # A sleep no other process has, in a shell with a setsid grandchild: the command's three
+    # processes, the grandchild outside its process group and session.
+    token = f"20.{os.getpid():07d}{time.time_ns() % 10**6:06d}"
     playbook = write_playbook(
         tmp_path,
         "hard",
@@ -396,7 +461,7 @@ def test_a_second_ctrl_c_stops_harder_without_a_traceback(
                 "id": "busy",
                 "action": "shell",
                 "target": "primary",
-                "with": {"command": ["sh", "-c", f"sleep 20 # {token}"]},
+                "with": {"command": ["sh", "-c", f"setsid sleep {token} & sleep {token}"]},
                 "timeout": "60s",
             }
         ],
@@ -405,17 +470,20 @@ def test_a_second_ctrl_c_stops_harder_without_a_traceback(
     proc = start("run", str(playbook), "--env", str(env), env=process_env())
     journal = wait_for_step(lab, before, "busy", proc)
     try:
-        time.sleep(0.3)
+        wait_until(lambda: len(_pids_with(token)) >= 3, 10, "the command's processes")
+        running = _pids_with(token)
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.3)
         took, out, err = stop(proc, "ctrl-c")
+        left = [pid for pid in running if alive(pid)]
     finally:
-        # The command ran in a session of its own; the hard stop leaves it (see the report).
-        for pid in _pids_with(token):
+        for pid in _pids_with(token):  # what a failing test left: ours, by pid
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 3 and took < STOP_WITHIN, out + err
     assert "Traceback" not in out + err
+    # The hard stop killed the command in progress, and what escaped it, before drctl exited.
+    assert left == [], f"left running after the hard stop: {left}"
     record = show(journal.name.split(".")[0])
     assert record["status"] == "interrupted"
     assert "in the middle of step busy (a second signal stopped it hard)" in record["reason"]

@@ -128,6 +128,47 @@ def test_the_journal_moves_with_every_event_and_says_where(tmp_path: Path) -> No
         assert origin.startswith(f"{records}\n\nJournals of the drctl records directory {records}")
 
 
+def test_a_journal_reopened_cuts_a_torn_line_and_goes_on_after_its_events(
+    tmp_path: Path,
+) -> None:
+    """A resumed run reopens its journal (``Journal.reopen``): the events so far are read, a
+    line the killed process left half-written is cut, the appends follow, and every event is
+    read back, by the journal and by the readers."""
+    path = tmp_path / "R.journal.jsonl"
+    whole = b'{"event": "run_started", "n": 0}\n{"event": "note", "n": 1}\n'
+    torn = b'{"event": "step", "to'
+    path.write_bytes(whole + torn)
+    assert inspect_journal(path).problem is not None  # cut short, as a killed run leaves it
+    journal = Journal.reopen(path)
+    assert journal.cut == len(torn) and path.read_bytes() == whole
+    assert [e["n"] for e in journal.events()] == [0, 1]
+    journal.append({"event": "note", "n": 2})
+    journal.close()
+    reading = inspect_journal(path)
+    assert reading.problem is None and [e["n"] for e in reading.events] == [0, 1, 2]
+    assert [e["n"] for e in journal.events()] == [0, 1, 2]
+    again = Journal.reopen(path)  # a whole journal: nothing is cut
+    assert again.cut == 0 and len(again.events()) == 3
+    again.close()
+
+
+@needs_root
+def test_a_reopened_journal_that_moves_takes_every_event_along(tmp_path: Path) -> None:
+    fallback = tmp_path / "fallback"
+    with small_disk(tmp_path / "records", "64k") as records:
+        path = records / "C.journal.jsonl"
+        path.write_bytes(b'{"event": "run_started", "n": 0}\n{"event": "note", "n": 1}\n')
+        journal = Journal.reopen(path, fallback=[fallback])
+        fill(records)
+        with pytest.raises(JournalMoved) as caught:
+            journal.append({"event": "note", "n": 2, "pad": "x" * 8192})
+        assert caught.value.move.events == 2  # those written before it was reopened
+        journal.append({"event": "note", "n": 2})
+        journal.close()
+        moved = inspect_journal(fallback / "C.journal.jsonl")
+        assert [e["n"] for e in moved.events] == [0, 1, 2] and moved.problem is None
+
+
 @needs_root
 def test_a_journal_that_no_place_takes_goes_on_in_memory(tmp_path: Path) -> None:
     with small_disk(tmp_path / "records", "64k") as records:

@@ -122,7 +122,8 @@ PASSED_STEPS = [
 
 
 def outcome_records(home: Path) -> dict[str, Record]:
-    """A passed, a failed, a rolled-back and an interrupted record, made by the real runner."""
+    """A passed, a failed, a rolled-back and an interrupted record, made by the real runner and
+    sealed (the interrupted one as ``drctl unlock`` seals it: ``seal_interrupted``)."""
     from drills.engine.runner import Runner, RunRequest
 
     env = environment_file(home)
@@ -176,7 +177,21 @@ def outcome_records(home: Path) -> dict[str, Record]:
     )
     with suppress(KeyboardInterrupt):
         runner.run()
+    records["interrupted"] = seal_interrupted(home, runner.run_id)
+    return records
+
+
+def seal_interrupted(home: Path, run_id: str) -> Record:
+    """What a person does after an interrupted run they will neither resume nor abort: they
+    check the environment and ``drctl unlock`` it, which releases the lock the run kept and
+    seals its record (``interrupted``). Until then the record is pending, in its journal."""
+    from drills.records.lock import force_unlock
     from drills.records.store import RecordStore
 
-    records["interrupted"] = RecordStore(home / "records", home / "locks").load(runner.run_id)
-    return records
+    store = RecordStore(home / "records", home / "locks")
+    pending = store.load(run_id)
+    assert pending.status == "interrupted" and store.backend.get(run_id) is None
+    holder = force_unlock(home / "locks", str(pending.environment["name"]))
+    assert holder is not None and holder.run_id == run_id  # the run kept its lock
+    assert store.seal_pending(str(pending.environment["name"])) == [run_id]
+    return store.load(run_id)

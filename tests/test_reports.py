@@ -102,7 +102,12 @@ def test_a_report_renders_for_every_outcome(
     if outcome == "rolled_back":
         assert "已回退" in html and "步骤 promote 失败" in html and "↩ 回退" in html
     if outcome == "interrupted":
-        assert "演练中断" in html and "步骤 second" not in html
+        # The step in progress never finished: it has no row; the reason says where it stopped
+        # and what comes next, in Chinese, the commands as code.
+        assert "演练中断" in html and "<td>步骤 second<br>" not in html
+        assert "<td>步骤 first<br>" in html
+        assert "被 SIGINT (Ctrl-C) 停止，正在执行步骤 second（已停止）：其结果未知" in html
+        assert f'下一步：<code class="said">drctl resume {record.id}</code>' in html
     if outcome == "failed":
         assert "步骤 check_app 失败" in html and "app answers 503" in html
 
@@ -116,6 +121,58 @@ def test_a_report_renders_for_every_outcome(
     assert pages >= 2
     assert "应急演练记录" in text and "结果评估" in text
     assert record.id[:15] in text.replace("\n", "")
+
+
+def test_an_interrupted_run_is_reported_once_sealed(tmp_path: Path) -> None:
+    """An interrupted run stays pending (its journal) until it is resumed, aborted or sealed by
+    a person (``drctl records seal``, ``drctl unlock``): ``records show`` shows it from the
+    journal, marked not sealed; ``report`` renders only sealed records and says how to seal it;
+    once sealed, it is reported as interrupted."""
+    from drills.engine.runner import Runner, RunRequest
+
+    home = make_home()
+    try:
+        with home_env(home):
+
+            def stop_at_second(step_id: str, fn: Any) -> Any:
+                if step_id == "second":
+                    raise KeyboardInterrupt
+                return fn()
+
+            runner = Runner(
+                RunRequest(
+                    playbook=str(
+                        playbook_file(
+                            home,
+                            "stopped",
+                            [
+                                shell("first", "echo first"),
+                                shell("second", "echo 2", milestone="service_restored"),
+                            ],
+                        )
+                    ),
+                    environment=str(environment_file(home)),
+                ),
+                invoke=stop_at_second,
+            )
+            with pytest.raises(KeyboardInterrupt):
+                runner.run()
+        run_id = runner.run_id
+        shown = drctl("records", "show", run_id, home=home)
+        assert shown.returncode == 0, shown.stderr
+        assert "interrupted" in shown.stdout and "not sealed yet" in shown.stdout
+        refused = drctl("report", run_id, "--out", "-", home=home)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert f"record {run_id} is not sealed (interrupted)" in refused.stderr
+        assert f"drctl records seal {run_id}" in refused.stderr
+        sealed = drctl("records", "seal", run_id, home=home)
+        assert sealed.returncode == 0 and f"sealed {run_id} (interrupted)" in sealed.stdout
+        report = drctl("report", run_id, "--lang", "en", "--out", "-", home=home)
+        assert report.returncode == 0, report.stderr
+        assert "stopped by SIGINT (Ctrl-C) in the middle of step second" in report.stdout
+        assert f"drctl resume {run_id}" in report.stdout  # what came next, as it was said
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_english_report_and_markdown_to_stdout(outcomes: tuple[Path, dict[str, Record]]) -> None:

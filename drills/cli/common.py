@@ -143,15 +143,25 @@ def refuse_if_locked(environment: str) -> None:
 
 
 def print_interruption(out: Console, record: Any) -> None:
-    """What an interrupted run left and the commands that come next, one per line."""
-    if record.status != "interrupted" or not record.interruptions:
+    """What an interrupted run left, or a run that changed something and did not pass
+    (``record.left``), and the commands that come next, one per line."""
+    if record.status == "interrupted" and record.interruptions:
+        last = record.interruptions[-1]
+    elif record.status in ("failed", "aborted") and getattr(record, "left", None):
+        last = record.left
+    else:
         return
-    last = record.interruptions[-1]
     state = last.get("state") or {}
     for name in state.get("down") or []:
         out.print(f"[magenta]left: {escape(name)} is down[/]")
     for role in state.get("unfilled") or []:
         out.print(f"[magenta]left: role {escape(role)} is unfilled[/]")
+    for name, stream in (state.get("streaming") or {}).items():
+        if not stream.get("held"):
+            out.print(f"[magenta]left: {escape(name)} does not stream[/]")
+    if state.get("split_brain"):
+        both = ", ".join(state["split_brain"])
+        out.print(f"[red]left: {escape(both)} all accept writes (split brain)[/]")
     for command in last.get("next") or []:
         out.print(f"next: {escape(command['command'])}  ({escape(command['does'])})")
 

@@ -2,8 +2,9 @@
 undoes it. Either is the same run (same id, same journal, the lock it kept), never a new one.
 
 Both refuse, changing nothing, a run that is sealed, still going, or ended; a run whose
-playbook file changed since it began; and an environment whose lock does not name the run (a
-live run holds it, or ``drctl unlock`` released it). Then:
+playbook file changed since it began; an environment whose lock does not name the run (a
+live run holds it, or ``drctl unlock`` released it); and, as a run does, a records directory
+with no room for the journal and the record (``drills.records.room``). Then:
 
 **resume**
 
@@ -57,7 +58,8 @@ from drills.engine.listeners import Progress
 from drills.engine.loader import load_playbook, resolve_environment
 from drills.engine.policy import rollback_plan
 from drills.engine.roles import RoleMap, decide_roles, observe_roles
-from drills.engine.runner import Runner, _step_identity
+from drills.engine.runner import Runner
+from drills.engine.stepping import step_identity
 from drills.engine.targets import Connector, Targets
 from drills.home import subdir
 from drills.model.check import CheckResult
@@ -68,30 +70,10 @@ from drills.model.record import Milestone, Record, StepOffsets, StepRecord
 from drills.model.request import RunRequest
 from drills.records.journal import Journal, read_journal
 from drills.records.lock import EnvironmentLock
+from drills.records.room import ensure_room
 from drills.records.store import RecordStore
 
 How = Literal["resume", "abort"]
-
-
-class ContinuedJournal(Journal):
-    """A run's journal opened again to go on. It knows the events before the resumption (the
-    record is built from all of them, and a move to a fallback place copies them too). A torn
-    last line, left by a process killed mid-write, is cut first: appended after, it would hide
-    every event that follows it from the readers."""
-
-    def __init__(self, path: Path) -> None:
-        data = path.read_bytes()
-        self.cut = 0
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            self.cut = len(data) - keep
-            with path.open("r+b") as handle:
-                handle.truncate(keep)
-                os.fsync(handle.fileno())
-            data = data[:keep]
-        super().__init__(path)
-        # The events so far, as Journal keeps those it appended (drills.records.journal).
-        self._lines = [line + b"\n" for line in data.split(b"\n") if line.strip()]
 
 
 def continued_clock(started_at: str, last_offset: float) -> Clock:
@@ -179,6 +161,9 @@ class ContinuedRun(Runner):
     # -- deciding, before anything is written ----------------------------------------------
 
     def run(self) -> Record:
+        # As a run: a full or read-only records disk refuses it here, before anything changes
+        # (the lock and the journal stay as the interrupted run left them).
+        ensure_room(self.store.dir)
         lock = EnvironmentLock(subdir("locks"), self.env.name)
         lock.take_over(self.run_id, time.time())
         try:
@@ -190,7 +175,7 @@ class ContinuedRun(Runner):
                 self.targets.close()
             lock.give_back()  # refused: the lock is as the interrupted run left it
             raise
-        self.journal = ContinuedJournal(self.store.journal_path(self.run_id))
+        self.journal = Journal.reopen(self.store.journal_path(self.run_id))
         body = self._resume if self.how == "resume" else self._abort
         return self.guarded(lock, lambda: body(plan))
 
@@ -314,7 +299,7 @@ class ContinuedRun(Runner):
         now = self.clock.now()
         assert self.targets is not None
         return StepRecord(
-            **_step_identity(step, "main", self.targets.roles.get(step.target, "?")),
+            **step_identity(step, "main", self.targets.roles.get(step.target, "?")),
             status="passed",
             attempts=1,
             started_at=str(began["at"]),
@@ -330,10 +315,9 @@ class ContinuedRun(Runner):
     # -- going on ----------------------------------------------------------------------------
 
     def _resumed_event(self, plan: dict[str, Any], **fields: Any) -> None:
-        journal = self.journal
-        assert isinstance(journal, ContinuedJournal)
-        if journal.cut:
-            self._event("note", text=f"a torn last line ({journal.cut} bytes) was cut")
+        assert self.journal is not None
+        if self.journal.cut:
+            self._event("note", text=f"a torn last line ({self.journal.cut} bytes) was cut")
         self._event(
             "run_resumed",
             how=self.how,
@@ -379,18 +363,21 @@ class ContinuedRun(Runner):
         self._reach_hosts()
         results = [self._run_step(step, "rollback") for step in undo]
         failed = [r for r in results if r.status == "failed"]
-        after = state_sentence(left_state(self.env, self.connector, self.catalogue))
+        left = self._left_behind()  # journaled as the record's ``left`` (drills.engine.ending)
+        after = state_sentence(
+            left["state"] if left else left_state(self.env, self.connector, self.catalogue)
+        )
         if failed:
             why = "; ".join(f"{r.id}: {r.reason or r.error}" for r in failed)
             reason = f"aborted by {self.operator}, but the rollback failed ({why}); {after}"
-            return self._end("failed", self._decide(reason), rolled_back=True)
+            return self._end("failed", self._decide(reason), rolled_back=True, say_left=False)
         did = (
             f"rolled back: {', '.join(r.id for r in results)} (each verified by its checks)"
             if results
             else "nothing to roll back"
         )
         reason = f"aborted by {self.operator} after the interruption; {did}; {after}"
-        return self._end("aborted", self._decide(reason), rolled_back=bool(results))
+        return self._end("aborted", self._decide(reason), rolled_back=bool(results), say_left=False)
 
 
 def resume_run(run_id: str, **kwargs: Any) -> Record:

@@ -11,7 +11,14 @@ The order of a run:
    passes; a failure applies the step's policy (abort, continue, rollback);
 6. rollback steps, in reverse order, when a step's policy asks for it; a rolled-back run fails;
 7. stop the writers and measure; merge what steps measured (below); evaluate the objectives;
-   journal ``run_ended``; write the record.
+   for a run that changed something and did not pass, observe and say what it left (which node
+   is down, which role nobody fills, whether the standby streams, what to run next); journal
+   ``run_ended``; write the record.
+
+This module holds the order and the gates (roles, preconditions, approval, the failure policy
+between steps); the parts of a run are modules of their own: ``drills.engine.journaling`` (what
+it writes into its journal), ``drills.engine.stepping`` (one step: action, retries, checks) and
+``drills.engine.ending`` (measuring, judging, what it left, sealing).
 
 A step's action may measure something the background writers cannot: it returns it in its data
 under the key ``measurements`` (a dict of ``Measurements`` fields, e.g. ``lost_transactions``
@@ -20,10 +27,11 @@ before the objectives are evaluated (``drills.model.record.merge_measurements``)
 
 Each decision is one sentence, logged once and kept in the record's ``reason``.
 
-``invoke`` wraps each step: the Prefect flow passes one that makes each step a task run named after
-the step; tests and the benchmark's baseline call steps directly. ``gate`` wraps the asking of the
-preconditions in the same way (named ``preconditions``, and ``preconditions_after_approval`` when
-they are asked again after an approval).
+``invoke`` wraps each step (``drills.engine.stepping``): the Prefect flow passes one that makes
+each step a task run named after the step; tests and the benchmark's baseline call steps
+directly. ``gate`` wraps the asking of the preconditions in the same way (named
+``preconditions``, and ``preconditions_after_approval`` when they are asked again after an
+approval).
 """
 
 from __future__ import annotations
@@ -32,7 +40,6 @@ import logging
 import os
 import secrets
 import socket
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -42,9 +49,9 @@ from typing import Any, Literal
 import drills
 from drills.engine.catalogue import Catalogue, default_catalogue
 from drills.engine.checking import run_check
-from drills.engine.human import HUMAN_ACTIONS, HumanHook, run_human_step
-from drills.engine.instruments import Instruments, start_instruments, stop_instruments
-from drills.engine.interruption import interruption_event, position_of
+from drills.engine.ending import RunEnding
+from drills.engine.human import HumanHook
+from drills.engine.instruments import Instruments, start_instruments
 from drills.engine.listeners import Fanout, Progress
 from drills.engine.loader import (
     LoadedPlaybook,
@@ -55,12 +62,12 @@ from drills.engine.loader import (
 from drills.engine.policy import (
     after_failure,
     check_request,
-    missed_sentence,
     objectives_with_targets,
     rollback_plan,
 )
 from drills.engine.roles import discover_roles
-from drills.engine.stopping import STOP, WAITING_ACTIONS, StopRequested
+from drills.engine.stepping import OUTPUT_EXCERPT, Invoker, StepFn, step_identity
+from drills.engine.stopping import STOP, StopRequested
 from drills.engine.targets import Connector, Targets
 from drills.home import subdir
 from drills.model.approval import Approval, refusal
@@ -69,32 +76,32 @@ from drills.model.clock import Clock, Stamp
 from drills.model.environment import Environment
 from drills.model.errors import DrillError
 from drills.model.playbook import Mode, Step
-from drills.model.record import (
-    Milestone,
-    Record,
-    StepOffsets,
-    StepRecord,
-    build_record,
-    evaluate_objectives,
-    merge_measurements,
-)
-from drills.model.redact import redact_data, redact_model, register_environment
+from drills.model.record import Milestone, Record, StepRecord
+from drills.model.redact import register_environment
 from drills.model.request import RunRequest
-from drills.records.journal import Journal, JournalMove, JournalMoved
+from drills.records.journal import Journal
 from drills.records.lock import EnvironmentLock
 from drills.records.room import ensure_room
 from drills.records.store import RecordStore
 
-__all__ = ["RunRequest", "Runner", "check_request", "run_playbook"]
+# Re-exported: callers (the flows, the tests, bench/) import them from here.
+__all__ = [
+    "OUTPUT_EXCERPT",
+    "Invoker",
+    "RunRequest",
+    "Runner",
+    "StepFn",
+    "check_request",
+    "objectives_with_targets",
+    "run_playbook",
+    "step_identity",
+]
 
 log = logging.getLogger("drctl")
-OUTPUT_EXCERPT = 2000
 PRECONDITION_WITHIN = 3.0
 
 
-StepFn = Callable[[], StepRecord]
 Approver = Callable[["RunRequest", str], Approval | None]
-Invoker = Callable[[str, StepFn], StepRecord]
 Gate = Callable[[str, Callable[[], list[CheckResult]]], list[CheckResult]]
 
 
@@ -128,7 +135,10 @@ def environment_snapshot(env: Environment) -> dict[str, Any]:
     }
 
 
-class Runner:
+class Runner(RunEnding):
+    """A run (see the module docstring); its parts: ``drills.engine.journaling`` (what it
+    writes), ``drills.engine.stepping`` (its steps), ``drills.engine.ending`` (its end)."""
+
     def __init__(
         self,
         request: RunRequest,
@@ -155,7 +165,7 @@ class Runner:
         self.playbook = self.loaded.playbook
         self.env = env or resolve_environment(request.environment)
         register_environment(self.env)  # its passwords are masked in journal, record and logs
-        check_request(self.loaded, self.env, request)
+        check_request(self.loaded, self.env, request, self.catalogue)
         self.objectives = objectives_with_targets(self.playbook.objectives, request.objectives)
         self.invoke = invoke
         self.gate = gate
@@ -174,86 +184,7 @@ class Runner:
         self.targets: Targets | None = None
         self.writers = Instruments()
         self.interrupted_note = ""  # kept in the lock when the run is interrupted
-
-    # -- journal -----------------------------------------------------------------------------
-
-    def event(self, kind: str, **fields: Any) -> None:
-        """Append one event to the run's journal (redacted)."""
-        self._event(kind, **fields)
-
-    def _event(self, kind: str, **fields: Any) -> JournalMove | None:
-        stamp = self.clock.now()
-        event = {"event": kind, "at": stamp.at, "offset": stamp.offset, **fields}
-        return self._append(redact_data(event))
-
-    def _append(self, *events: dict[str, Any], again: bool = True) -> JournalMove | None:
-        """Append events (together); when the journal could not take them and moved to a
-        fallback place (``drills.records.journal``), say so and (``again``) append them there.
-        The move, if any."""
-        assert self.journal is not None
-        try:
-            self.journal.append_many(list(events))
-        except JournalMoved as moved:
-            sentence = moved.move.sentence()
-            log.info(sentence)  # for the Prefect run's logs; the operator reads it on stderr now
-            print(f"drctl: {sentence}", file=sys.stderr, flush=True)
-            self._event("note", text=sentence)
-            if again:
-                self._append(*events)
-            return moved.move
-        return None
-
-    def _journal_step(self, step: Step, record: StepRecord, moves_before: int) -> StepRecord:
-        """Journal a step's record with its milestones, in one write. A step during which the
-        journal could not be written (it moved) has failed, whatever its checks said: its
-        failure policy runs (rollback), as for any failed step, since a run must not go on
-        changing a site while the proof of what it did is at risk. Its record says where the
-        journal is now."""
-        assert self.journal is not None
-        if len(self.journal.moves) == moves_before:
-            events, marks = self._step_events(step, record)
-            if self._append(*events, again=False) is None:
-                self.milestones += marks
-                return record
-        why = self.journal.moves[-1].sentence()
-        reason = f"{record.reason}; {why}" if record.status == "failed" and record.reason else why
-        record = record.model_copy(update={"status": "failed", "reason": reason})
-        events, marks = self._step_events(step, record)
-        self._append(*events)
-        self.milestones += marks
-        return record
-
-    def _step_events(
-        self, step: Step, record: StepRecord
-    ) -> tuple[list[dict[str, Any]], list[Milestone]]:
-        """A step's journal events: its record, then the milestones it marks (redacted)."""
-        stamp = self.clock.now()
-        marks = [
-            Milestone(name=name, at=when.at, offset=when.offset, step=step.id)
-            for name, when in self._milestones_of(step, record)
-        ]
-        events = [
-            {"event": "step", "at": stamp.at, "offset": stamp.offset, "step": record.model_dump()}
-        ]
-        events += [
-            {
-                "event": "milestone",
-                "at": stamp.at,
-                "offset": stamp.offset,
-                "milestone": m.model_dump(),
-            }
-            for m in marks
-        ]
-        return [redact_data(e) for e in events], marks
-
-    def _decide(self, sentence: str) -> str:
-        log.info(sentence)
-        return sentence
-
-    def _mark(self, name: str, stamp: Stamp, step: str | None) -> None:
-        milestone = Milestone(name=name, at=stamp.at, offset=stamp.offset, step=step)
-        self.milestones.append(milestone)
-        self._event("milestone", milestone=milestone.model_dump())
+        self.left: dict[str, Any] | None = None  # what a failed run left (ending._left_behind)
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -331,41 +262,6 @@ class Runner:
                 self._decide(f"the measurements could not start: {exc}; nothing was changed"),
             )
         return self._finish(*self._steps())
-
-    def _finish(
-        self, status: Literal["passed", "failed", "aborted"], reason: str, rolled_back: bool
-    ) -> Record:
-        """Stop the writers, measure, judge the objectives, end the run."""
-        measurements = merge_measurements(
-            stop_instruments(
-                self.writers, self.playbook.measurements, self.env, self.run_id, self.clock
-            ),
-            self._step_measurements(),
-        )
-        self._event("measurements", measurements=measurements.model_dump())
-        objectives = evaluate_objectives(self.objectives, self.milestones, measurements)
-        if status == "passed":
-            missed = [o for o in objectives if not o.met]
-            if missed:
-                status = "failed"
-                reason = self._decide(missed_sentence(missed))
-        return self._end(status, reason, rolled_back=rolled_back)
-
-    def _interrupted(self, exc: BaseException) -> Record:
-        """End the run as interrupted: where it stopped, the state it left, what comes next."""
-        assert self.journal is not None
-        with STOP.region("shielded", "the record"):
-            self.interrupted_note, fields, reason = interruption_event(
-                exc,
-                position_of(self.journal.events()),
-                self.run_id,
-                self.env,
-                self.playbook,
-                self.connector,
-                self.catalogue,
-            )
-            self._event("interrupted", **fields)
-            return self._end("interrupted", self._decide(reason))
 
     def _start(self) -> None:
         pb = self.playbook
@@ -503,201 +399,6 @@ class Runner:
             ids = ", ".join(f.id for f in failures)
             return "failed", self._decide(f"steps {ids} failed; the others ran"), False
         return "passed", self._decide("every step passed its checks"), False
-
-    def _run_step(self, step: Step, phase: Literal["main", "rollback"]) -> StepRecord:
-        assert self.targets is not None and self.journal is not None
-        moves_before = len(self.journal.moves)
-        node = self.targets.roles.get(step.target, "?")
-        self.progress.step_started(step, node, phase)
-        if Mode(self.request.mode) not in step.modes:
-            now = self.clock.now()
-            only = " and ".join(m.value for m in step.modes)
-            record = StepRecord(
-                **_step_identity(step, phase, node),
-                status="skipped",
-                attempts=0,
-                started_at=now.at,
-                ended_at=now.at,
-                offsets=StepOffsets(started=now.offset, ended=now.offset),
-                duration_seconds=0.0,
-                reason=f"runs only in {only} mode",
-            )
-        else:
-            # A run killed during the step leaves this: its journal says which step was going.
-            self._event("step_started", step=step.id, phase=phase)
-            if len(self.journal.moves) == moves_before:
-                record = redact_model(
-                    self.invoke(step.id, lambda: self._execute(step, phase, node))
-                )
-            else:  # the journal failed as the step began: it is not run, and it has failed
-                record = _not_run(step, phase, node, self.clock.now())
-        record = self._journal_step(step, record, moves_before)  # its milestones too
-        self.progress.step_ended(record)
-        return record
-
-    def _milestones_of(self, step: Step, record: StepRecord) -> list[tuple[str, Stamp]]:
-        if step.milestone is None or record.status == "skipped":
-            return []
-        moment = record.data.get("milestone_moment")  # a human step knows when it happened
-        if isinstance(moment, dict) and record.status == "passed":
-            return [(step.milestone, Stamp(str(moment["at"]), float(moment["offset"])))]
-        if step.milestone_at == "started":
-            return [(step.milestone, Stamp(record.started_at, record.offsets.started))]
-        if record.status == "failed":
-            return []
-        at = getattr(record, f"{step.milestone_at}_at") or record.ended_at
-        offset = getattr(record.offsets, step.milestone_at)
-        return [(step.milestone, Stamp(at, record.offsets.ended if offset is None else offset))]
-
-    def _execute(self, step: Step, phase: Literal["main", "rollback"], node: str) -> StepRecord:
-        """One step: the action with its retries, then its checks until they hold."""
-        assert self.targets is not None
-        if step.action in HUMAN_ACTIONS:
-            with STOP.waiting(f"while step {step.id} waited for a person; it did not finish"):
-                return run_human_step(self, step, phase, node)
-        spec = self.catalogue.action(step.action)
-        params = spec.params.model_validate(step.with_)
-        started = self.clock.now()
-        attempts, output, error = 0, "", None
-        data: dict[str, Any] = {}
-        while True:
-            attempts += 1
-            try:
-                if step.action in WAITING_ACTIONS:  # it only waits: a stop ends it at once
-                    with STOP.waiting(f"while step {step.id} waited; it did not finish"):
-                        result = spec.run(self.targets, step.target, params, step.timeout)
-                else:
-                    result = spec.run(self.targets, step.target, params, step.timeout)
-                output, data = result.output, result.data
-                error = None
-                break
-            except DrillError as exc:
-                error = str(exc) if exc.host else f"{node}: {exc}"
-                # An action that found a fault may say what it measured (scratch.ActionFailed).
-                data = dict(getattr(exc, "data", None) or {})
-                if attempts > step.retries:
-                    break
-                STOP.pause(step.retry_delay, f"while step {step.id} waited to retry ({error})")
-        returned = self.clock.now()
-        checks: list[CheckResult] = []
-        converged: Stamp | None = None
-        if error is None:
-            # The first poll follows the action at once; each next one starts `poll` after the
-            # previous one started (not after it ended), so the time a check takes is not added
-            # to every interval, and one that takes longer than `poll` is asked again at once.
-            deadline = time.monotonic() + step.within
-            while True:
-                polled = time.monotonic()
-                checks = [
-                    run_check(
-                        c.check,
-                        c.target or step.target,
-                        c.with_,
-                        self.targets,
-                        self.clock,
-                        self.catalogue,
-                    )
-                    for c in step.verify
-                ]
-                if all(c.held for c in checks):
-                    converged = self.clock.now() if step.verify else returned
-                    break
-                now = time.monotonic()
-                if now >= deadline:
-                    break
-                # The last poll is at the deadline itself, not up to `poll` before it.
-                pause = min(polled + step.poll, deadline) - now
-                if pause > 0:
-                    time.sleep(pause)
-        ended = self.clock.now()
-        status: Literal["passed", "failed", "overridden"] = "passed"
-        reason = ""
-        if error is not None:
-            status, reason = "failed", f"action failed after {attempts} attempt(s): {error}"
-        elif converged is None:
-            bad = next(c for c in checks if not c.held)
-            reason = (
-                f"{bad.check} on {bad.node} did not hold within {step.within:g}s "
-                f"(observed {bad.observed!r}, expected {bad.expected})"
-            )
-            status = "failed"
-            if step.override and step.override in self.request.overrides:
-                status = "overridden"
-                reason = self._decide(
-                    f"{reason}; went on under override {step.override}, given by "
-                    f"{self.request.operator}"
-                )
-        return StepRecord(
-            **_step_identity(step, phase, node),
-            status=status,
-            attempts=attempts,
-            started_at=started.at,
-            returned_at=returned.at,
-            converged_at=converged.at if converged else None,
-            ended_at=ended.at,
-            offsets=StepOffsets(
-                started=started.offset,
-                returned=returned.offset,
-                converged=converged.offset if converged else None,
-                ended=ended.offset,
-            ),
-            duration_seconds=round(ended.offset - started.offset, 6),
-            output=output[-OUTPUT_EXCERPT:],
-            data=data,
-            error=error,
-            checks=checks,
-            milestone=step.milestone,
-            override=step.override if status == "overridden" else None,
-            reason=reason,
-        )
-
-    # -- the end -----------------------------------------------------------------------------
-
-    def _step_measurements(self) -> list[dict[str, Any]]:
-        """What the run's steps measured (their data's ``measurements``), in step order."""
-        found = []
-        assert self.journal is not None
-        for event in self.journal.events():
-            step = event.get("step") if event.get("event") == "step" else None
-            measured = step.get("data", {}).get("measurements") if isinstance(step, dict) else None
-            if isinstance(measured, dict):
-                found.append(measured)
-        return found
-
-    def _end(self, status: str, reason: str, *, rolled_back: bool = False) -> Record:
-        self._event("run_ended", status=status, reason=reason, rolled_back=rolled_back)
-        assert self.journal is not None
-        record = build_record(self.journal.events())  # wherever the journal is now
-        if status != "interrupted":  # an interrupted run stays in its journal: resume, abort
-            self.store.write(record)
-        self.progress.finished(record)
-        return record
-
-
-def _not_run(step: Step, phase: str, node: str, now: Stamp) -> StepRecord:
-    """A step not run because the journal failed as it began (its reason says so after)."""
-    return StepRecord(
-        **_step_identity(step, phase, node),
-        status="failed",
-        attempts=0,
-        started_at=now.at,
-        ended_at=now.at,
-        offsets=StepOffsets(started=now.offset, ended=now.offset),
-        duration_seconds=0.0,
-        reason="not run",
-    )
-
-
-def _step_identity(step: Step, phase: str, node: str) -> dict[str, Any]:
-    """The fields of a step record that say which step it is, whatever became of it."""
-    return {
-        "id": step.id,
-        "phase": phase,
-        "title": step.title.model_dump() if step.title else None,
-        "action": step.action,
-        "target": step.target,
-        "node": node,
-    }
 
 
 def run_playbook(request: RunRequest, **kwargs: Any) -> Record:

@@ -13,7 +13,9 @@ timeout every process of the command's session or group, every process carrying 
 holder of its pipes and every descendant of those is SIGKILLed (:func:`kill_command_tree`),
 each through a pidfd checked against its start time, so a pid reused meanwhile is never hit.
 No cgroup is needed; a process that escaped, cleared its environment and closed the pipes is
-not found (it no longer holds the step either).
+not found (it no longer holds the step either). A command given up on otherwise (drctl stopped
+hard by a second Ctrl-C while it ran, or an error in drctl) is killed the same way before the
+exception goes on: nothing drctl started runs on unwatched.
 """
 
 from __future__ import annotations
@@ -115,13 +117,7 @@ class LocalExecutor(PosixHost):
         try:
             stdout, stderr = proc.communicate(input=input, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            pipes = _pipes_of(proc)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signals.SIGKILL)
-            escaped = kill_command_tree(proc.pid, command_id, pipes)
-            # Every holder of the pipes is gone now; should one remain, do not wait on it.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.communicate(timeout=2)
+            escaped = _kill_command(proc, command_id)
             what = (
                 f"; its process group and {len(escaped)} process(es) that had left it "
                 f"(pid {', '.join(str(p) for p in escaped[:5])}) were killed"
@@ -131,6 +127,11 @@ class LocalExecutor(PosixHost):
             raise CommandTimeout(
                 f"{describe(argv, user)} did not finish within {timeout:g}s{what}", host=self.host
             ) from exc
+        except BaseException:
+            # Stopped while it ran (a second Ctrl-C raises here, drills.engine.stopping; an
+            # internal error): the command must not go on after drctl has given it up.
+            _kill_command(proc, command_id)
+            raise
         result = CommandResult(
             tuple(full),
             proc.returncode,
@@ -232,6 +233,20 @@ def _proc_stat(pid: int) -> ProcessInfo | None:
 
 
 # -- a timed-out command's processes, escaped ones included -------------------------------------
+
+
+def _kill_command(proc: subprocess.Popen[str], command_id: str) -> list[int]:
+    """SIGKILL a command given up on (timed out, or stopped hard): its process group and every
+    process that escaped it (:func:`kill_command_tree`), then reap it. The pids killed outside
+    its process group."""
+    pipes = _pipes_of(proc)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signals.SIGKILL)
+    escaped = kill_command_tree(proc.pid, command_id, pipes)
+    # Every holder of the pipes is gone now; should one remain, do not wait on it.
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError, ValueError):
+        proc.communicate(timeout=2)
+    return escaped
 
 
 def _pipes_of(proc: subprocess.Popen[str]) -> set[str]:

@@ -7,12 +7,13 @@ checked against known_hosts and never accepted or written; jump hosts are chaine
 prompts) or ``su``.
 
 Every command runs inside a small ``sh`` wrapper that announces its process group (so a command
-past its deadline is killed on the host), reads secrets as ``NAME=value`` lines from stdin, and
-``exec``s the command: it, what is kept of the output and the reading of a refused ``become`` are
-in :mod:`drills.executors.ssh_command`. Every paramiko and
-socket error becomes one of ours in :func:`~drills.executors.ssh_errors.translate`, from the table
-:data:`~drills.executors.ssh_errors.ERROR_TABLE` (:mod:`drills.executors.ssh_errors` is the one
-place that happens); nothing above this module sees a library exception.
+past its deadline, or given up on when drctl is stopped hard, is killed on the host), reads
+secrets as ``NAME=value`` lines from stdin, and ``exec``s the command: it, what is kept of the
+output and the reading of a refused ``become`` are in :mod:`drills.executors.ssh_command`. Every
+paramiko and socket error becomes one of ours in :func:`~drills.executors.ssh_errors.translate`,
+from the table :data:`~drills.executors.ssh_errors.ERROR_TABLE`
+(:mod:`drills.executors.ssh_errors` is the one place that happens); nothing above this module
+sees a library exception.
 """
 
 from __future__ import annotations
@@ -424,6 +425,33 @@ class SshExecutor(PosixHost):
         command_id: str,
     ) -> tuple[int, StreamTail, StderrTail]:
         stdout, stderr = StreamTail(), StderrTail()
+        try:
+            return self._wait(
+                channel, stdin, deadline, argv, user, remote, timeout, command_id, stdout, stderr
+            )
+        except Exception:
+            raise  # ours (a timeout has killed it already), or the connection's end
+        except BaseException:
+            # Stopped while it ran (a second Ctrl-C raises here, drills.engine.stopping): the
+            # command must not go on on the host after drctl has given it up. Killed as on a
+            # timeout; a group not announced yet is found by the command's id.
+            self._kill_command(channel, stderr.pgid, user, command_id)
+            raise
+
+    def _wait(
+        self,
+        channel: paramiko.Channel,
+        stdin: bytes,
+        deadline: float,
+        argv: Sequence[str],
+        user: str | None,
+        remote: str,
+        timeout: float,
+        command_id: str,
+        stdout: StreamTail,
+        stderr: StderrTail,
+    ) -> tuple[int, StreamTail, StderrTail]:
+        """Feed the command its input and read its output until it exits or its deadline."""
         writer: threading.Thread | None = None
         try:
             if len(stdin) > SYNC_STDIN_LIMIT:

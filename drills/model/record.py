@@ -313,6 +313,13 @@ class Record(Model):
         description="Each time an interrupted run was continued (drctl resume) or undone (drctl "
         "abort): by whom, the roles then, the checks asked, and from which step.",
     )
+    left: dict[str, Any] | None = Field(
+        default=None,
+        description="What a run that changed something and did not pass (failed, aborted) "
+        "left, observed as it ended: each node's role, the nodes down, the roles of the pair "
+        "nobody fills, whether each standby streams (state), the commands to run next (next), "
+        "and the sentence that says it (also among the notes).",
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
@@ -417,6 +424,7 @@ def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record
     approval: dict[str, Any] | None = None
     interruptions: list[dict[str, Any]] = []
     resumptions: list[dict[str, Any]] = []
+    left: dict[str, Any] | None = None
     in_progress: str | None = None  # the step started and not finished (journals since resume)
     last_at = head["at"]
     for event in events[1:]:
@@ -426,6 +434,8 @@ def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record
             in_progress = str(event.get("step"))
         elif kind == "interrupted":
             interruptions.append({k: v for k, v in event.items() if k != "event"})
+        elif kind == "left":
+            left = {k: v for k, v in event.items() if k != "event"}
         elif kind == "run_resumed":
             resumptions.append({k: v for k, v in event.items() if k != "event"})
             end = None  # the run goes on: its earlier end (interrupted) is not its end
@@ -495,4 +505,5 @@ def build_record(events: list[dict[str, Any]], *, alive: bool = False) -> Record
         notes=notes,
         interruptions=interruptions,
         resumptions=resumptions,
+        left=left,
     )

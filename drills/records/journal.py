@@ -2,7 +2,8 @@
 
 One JSON object per line. Each append is written and fsync'd before the runner moves on, so a run
 killed at any moment leaves every event it finished on disk. A torn last line (the process died
-mid-write) is ignored on reading.
+mid-write) is ignored on reading, and cut when the journal is reopened to go on
+(:meth:`Journal.reopen`, a resumed run).
 
 When the records directory cannot take an append (full: ENOSPC, read-only: EROFS, failing: EIO,
 or any other OSError) the journal moves: every event so far (the journal keeps them in memory,
@@ -87,10 +88,32 @@ class Journal:
         self._lines: list[bytes] = []
         self._tried: list[Path] = [path]
         self.moves: list[JournalMove] = []
+        self.cut = 0  # bytes of a torn last line cut when it was reopened (reopen)
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError:
             self._fd = None  # the first append moves it (and says why)
+
+    @classmethod
+    def reopen(cls, path: Path, *, fallback: list[Path] | None = None) -> Journal:
+        """An existing journal, opened again to go on (a resumed or aborted run): its events so
+        far are read (:meth:`events` gives them all, and a move copies them too), and appends
+        follow them. A torn last line, left by a process killed mid-write, is cut first
+        (``cut`` says how many bytes): appended after, it would hide every event that follows it
+        from the readers. OSError when the journal cannot be read or cut."""
+        data = path.read_bytes()
+        cut = 0
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            cut = len(data) - keep
+            with path.open("r+b") as handle:
+                handle.truncate(keep)
+                os.fsync(handle.fileno())
+            data = data[:keep]
+        journal = cls(path, fallback=fallback)
+        journal._lines = [line + b"\n" for line in data.split(b"\n") if line.strip()]
+        journal.cut = cut
+        return journal
 
     @property
     def moved(self) -> JournalMove | None:

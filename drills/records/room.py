@@ -55,16 +55,19 @@ def room_problem(records_dir: Path, need: int | None = None) -> str | None:
         vfs = os.statvfs(records_dir)
     except OSError as exc:
         return f"the records directory {records_dir} cannot be used: {exc.strerror or exc}"
-    # The probe first: a read-only or failing directory is named as that, not as short of room.
+    free = vfs.f_bavail * vfs.f_frsize
+    short = (
+        f"the records directory {records_dir} has {_size(free)} free, and a run needs "
+        f"{_size(need)} for its journal and record ({MIN_FREE_ENV}): free some space there"
+    )
+    # The probe first: a read-only or failing directory is named as that, not as short of
+    # room; a full one is named with its figures (what is free, what a run needs).
     unusable = _probe(records_dir)
     if unusable is not None:
-        return unusable
-    free = vfs.f_bavail * vfs.f_frsize
+        code, said = unusable
+        return short if code in (errno.ENOSPC, errno.EDQUOT) and free < need else said
     if free < need:
-        return (
-            f"the records directory {records_dir} has {_size(free)} free, and a run needs "
-            f"{_size(need)} for its journal and record ({MIN_FREE_ENV}): free some space there"
-        )
+        return short
     if vfs.f_files and not vfs.f_favail:
         return (
             f"the records directory {records_dir} has no free inode left: a run could not "
@@ -73,8 +76,9 @@ def room_problem(records_dir: Path, need: int | None = None) -> str | None:
     return None
 
 
-def _probe(records_dir: Path) -> str | None:
-    """Make, write, sync and remove a probe file: what a journal's first append does."""
+def _probe(records_dir: Path) -> tuple[int | None, str] | None:
+    """Make, write, sync and remove a probe file: what a journal's first append does. None,
+    or the error number and why the directory cannot take a journal."""
     probe = records_dir / f".drctl-room-probe-{os.getpid()}"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -95,7 +99,7 @@ def _probe(records_dir: Path) -> str | None:
             state = "is full"
         else:
             state = "cannot be written"
-        return (
+        return exc.errno, (
             f"the records directory {records_dir} {state} ({exc.strerror or exc}): a run "
             "could not keep its journal there"
         )
