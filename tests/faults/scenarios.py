@@ -164,34 +164,36 @@ def kill9_in_rejoin(ctx: Context) -> Outcome:
 
 
 def _signalled(ctx: Context, name: str, sig: signal.Signals) -> Outcome:
-    seconds = f"8.{marker()}"  # longer than the 5 s drctl has to stop
-    path = shell_playbook(
-        ctx,
-        "long-step",
-        "primary",
-        {"id": "long_step", "action": "shell", "with": {"command": ["sleep", seconds]}},
-    )
+    """The signal lands as a real switchover starts promoting the standby (where a SIGTERM once
+    left no primary): the promotion finishes, the run stops there (exit 3 within 5 s, no
+    traceback), the record is interrupted with the lock kept, and `drctl resume` completes the
+    switchover: one primary, the other streaming."""
+    writer = Writer(ctx.lab).start()
     run = run_until(
         ctx,
-        ["run", str(path), "--env", ctx.lab.env],
-        '"step_started"',
+        ["run", "pg-switchover", "--env", ctx.lab.env],
+        '"step": "promote_standby", "phase": "main"',  # its step_started event
         sig,
-        delay=0.5,
         group=sig == signal.SIGINT,
     )
+    stopped = load(ctx, run.run_id)
+    wrong = status_is("interrupted")(stopped)
+    if run.returncode != 3:
+        wrong += f" exit {run.returncode}, not 3"
+    if run.exit_seconds is None or run.exit_seconds > 5:
+        wrong += f" exited {run.exit_seconds}s after the signal (at most 5)"
+    if "Traceback" in run.output:
+        wrong += " a traceback"
+    refused = drctl(ctx, "run", "pg-switchover", "--env", ctx.lab.env, timeout=60)
+    if refused.returncode != 3:
+        wrong += f" the lock was not kept (a second run exited {refused.returncode})"
+    follow = drctl(ctx, "resume", run.run_id or "", timeout=180)
     record = load(ctx, run.run_id)
-
-    def expect(record: Record | None) -> str:
-        wrong = status_is("interrupted")(record)
-        if run.returncode != 3:
-            wrong += f" exit {run.returncode}, not 3"
-        if run.exit_seconds is None or run.exit_seconds > 5:
-            wrong += f" exited {run.exit_seconds}s after the signal (at most 5)"
-        if "Traceback" in run.output:
-            wrong += " a traceback"
-        return wrong.strip()
-
-    return judge(ctx, name, record, markers=(seconds,), expect=expect)
+    out = judge(ctx, name, record, writer, expect=lambda _: wrong.strip())
+    if follow.returncode not in (0, 1):
+        out.problems.append(f"`drctl resume` exited {follow.returncode}: {follow.stdout[-200:]}")
+        out.survived = False
+    return out
 
 
 def sigterm_mid_step(ctx: Context) -> Outcome:
