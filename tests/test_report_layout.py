@@ -44,6 +44,10 @@ from tests.test_records_support import home_env, make_home, outcome_records
 
 # Tokens that are not words of a sentence even when they are letters only: units and names.
 NOT_WORDS = {"ms", "s", "B", "KiB", "MiB", "GiB", "TiB", "HTTP", "SHA", "RTO", "RPO", "WAL"}
+# Product names of several words are names, as a node name is: the zh titles of the Oracle
+# playbooks say "Oracle Data Guard 计划内主备切换", as Oracle's own Chinese documentation does.
+PRODUCT_NAMES = ("Oracle Data Guard", "Data Guard Broker", "Data Guard", "Oracle RMAN")
+_PRODUCT = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in PRODUCT_NAMES) + r")\b")
 _CJK = re.compile(r"[\u2e80-\u9fff\u3000-\u303f\uff00-\uffef]")
 _WORD = re.compile(r"[A-Za-z]+(?:['’-][A-Za-z]+)*")
 
@@ -53,6 +57,7 @@ def english_sentences(text: str) -> list[str]:
     ids such as pg.is_primary, milestone ids, file paths, hashes, ISO times, numbers with units)
     are not words: they hold digits, dots, underscores, slashes or colons inside."""
     found, run = [], []
+    text = _PRODUCT.sub(lambda name: name.group(0).replace(" ", "_"), text)
     for token in _CJK.sub(" | ", text).split():
         bare = token.strip(",;:.!?()[]{}\"'`")
         if _WORD.fullmatch(bare) and bare not in NOT_WORDS:
@@ -86,6 +91,9 @@ def test_the_sentence_detector_finds_sentences_and_spares_identifiers() -> None:
     ]
     assert english_sentences("校验 pg.is_primary（节点 db1）app1 20261201T225646Z-a-b 0.3s") == []
     assert english_sentences("Asia/Shanghai (UTC+08:00) 1.0 MiB two words") == []
+    assert english_sentences("Oracle Data Guard 故障切换；Data Guard Broker 状态") == []
+    # a product name is one name: the English around it is still found
+    assert english_sentences("Oracle Data Guard failed over cleanly") == ["failed over cleanly"]
 
 
 # -- a small PostgreSQL world: fake sessions and host, the real checks -----------------------
