@@ -18,9 +18,7 @@ lab).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import re
 import signal
 import socket
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from drills.lab.processes import terminate
 
 SCHEMA = (
     "create schema if not exists his;"
@@ -261,23 +261,10 @@ def app_status(state_file: Path) -> dict[str, object] | None:
 def stop(state_file: Path) -> int | None:
     """Stop the stand-in named by the state file; the pid it stopped, or None."""
     standin = running(state_file)
-    stopped = None
     if standin is not None:
-        try:
-            os.kill(standin.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and running(state_file) is not None:
-                time.sleep(0.05)
-            if running(state_file) is not None:
-                os.kill(standin.pid, signal.SIGKILL)
-            # Reap it if it is our child, so no zombie is left behind.
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(standin.pid, os.WNOHANG)
-            stopped = standin.pid
-        except ProcessLookupError:
-            pass
+        terminate(standin.pid, lambda: running(state_file) is None)
     state_file.unlink(missing_ok=True)
-    return stopped
+    return standin.pid if standin is not None else None
 
 
 if __name__ == "__main__":

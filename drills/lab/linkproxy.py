@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drills.lab.processes import process_alive, terminate
+
 CHUNK = 16384
 START_TIMEOUT = 15.0  # seconds for a started proxy to write its state file
 CONTROL_TIMEOUT = 5.0
@@ -398,10 +400,9 @@ def running(state_file: Path) -> LinkProxy | None:
         return None
     try:
         cmdline = Path(f"/proc/{proxy.pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{proxy.pid}/stat").read_text()
     except OSError:
         return None
-    if stat.rpartition(")")[2].split()[:1] == ["Z"]:
+    if not process_alive(proxy.pid):  # a zombie: exited, not yet reaped
         return None
     return (
         proxy
@@ -413,24 +414,10 @@ def running(state_file: Path) -> LinkProxy | None:
 def stop(state_file: Path) -> int | None:
     """Stop the proxy its state file names (SIGTERM, then SIGKILL); the pid stopped, or None."""
     proxy = running(state_file)
-    stopped = None
     if proxy is not None:
-        try:
-            os.kill(proxy.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and running(state_file) is not None:
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(proxy.pid, os.WNOHANG)
-                time.sleep(0.02)
-            if running(state_file) is not None:
-                os.kill(proxy.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(proxy.pid, os.WNOHANG)
-            stopped = proxy.pid
-        except ProcessLookupError:
-            pass
+        terminate(proxy.pid, lambda: running(state_file) is None)
     state_file.unlink(missing_ok=True)
-    return stopped
+    return proxy.pid if proxy is not None else None
 
 
 if __name__ == "__main__":

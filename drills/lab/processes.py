@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from drills.model.errors import LabError
@@ -29,6 +30,27 @@ def process_alive(pid: int) -> bool:
         return True
     state = stat.rpartition(")")[2].split()[:1]
     return state not in (["Z"], ["X"])
+
+
+def terminate(pid: int, gone: Callable[[], bool], grace: float = 5.0) -> None:
+    """Stop a lab process by its pid: SIGTERM, up to ``grace`` seconds for ``gone()`` to hold,
+    then SIGKILL; reaped when it is our own child, so no zombie is left. A pid already gone is
+    no error."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and not gone():
+            reap(pid)
+            time.sleep(0.02)
+        if not gone():
+            os.kill(pid, signal.SIGKILL)
+    reap(pid)
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status when the process is our own child (the tests run `up` here)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _cwd(pid: int) -> str | None:

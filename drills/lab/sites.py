@@ -23,7 +23,7 @@ from pathlib import Path
 from drills.executors.postgres import SqlExecutor
 from drills.executors.ssh import SshExecutor
 from drills.lab.pgconf import DB_USER, server_conf
-from drills.lab.processes import process_alive
+from drills.lab.processes import process_alive, reap
 from drills.lab.sshd import SshdProcess, SshSite, ensure_os_user
 from drills.model.errors import DrillError, ExecutorError, LabError
 
@@ -211,12 +211,6 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def _reap(pid: int) -> None:
-    """Collect the exit status when the process is our own child (the tests run `up` here)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def stop_sshd(pid: int | None, config: Path) -> bool:
     """Stop the sshd ``pid`` if it is the one started with ``config``: SIGTERM, then SIGKILL;
     its connections too. True when there was one to stop."""
@@ -227,7 +221,7 @@ def stop_sshd(pid: int | None, config: Path) -> bool:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + SSHD_STOP_TIMEOUT
     while process_alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
+        reap(pid)
         time.sleep(0.02)
     if process_alive(pid):
         with contextlib.suppress(ProcessLookupError):
@@ -237,9 +231,9 @@ def stop_sshd(pid: int | None, config: Path) -> bool:
             os.kill(session, signal.SIGKILL)
     deadline = time.monotonic() + SSHD_STOP_TIMEOUT
     while process_alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
+        reap(pid)
         time.sleep(0.02)
-    _reap(pid)
+    reap(pid)
     if process_alive(pid):
         raise LabError(f"sshd (pid {pid}, {config}) did not exit, even after SIGKILL")
     return True
@@ -280,7 +274,7 @@ def kill_site_processes(site: Site, timeout: float = 10.0) -> list[int]:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            _reap(pid)
+            reap(pid)
             if pid not in killed:
                 killed.append(pid)
         time.sleep(0.05)
